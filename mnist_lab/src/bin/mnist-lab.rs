@@ -1,0 +1,168 @@
+//! `mnist-lab`: the lecture from the command line.
+//!
+//! - `mnist-lab lecture` runs the lecture's five trainings in order and writes a loss plot
+//!   and a JSON report.
+//! - `mnist-lab train --model conv` trains one model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use mnist_lab::data::Mnist;
+use mnist_lab::device::{DeviceChoice, pick_device};
+use mnist_lab::models::ModelKind;
+use mnist_lab::plot::compare_chart;
+use mnist_lab::run::{LECTURE_RUNS, results_table, run_model};
+use mnist_lab::train::TrainingConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "mnist-lab",
+    version,
+    about = "The MNIST lecture on Burn: train, evaluate, plot"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the lecture headless: fc, fc-relu, conv, conv2 for 3 epochs each, then conv2 for 10.
+    Lecture {
+        /// Folder with the four MNIST files [default: MNIST_LAB_DATA, else the cache, downloading]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Folder for the loss plot and the JSON report
+        #[arg(long, default_value = "lecture-out")]
+        out: PathBuf,
+        /// Stop each run after this many steps (quick runs)
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Where to train
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Train and evaluate one of the lecture's models.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Which model
+    #[arg(long, value_enum)]
+    model: ModelKind,
+    /// Passes over the training set
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Learning rate of plain SGD
+    #[arg(long, default_value_t = 0.001)]
+    lr: f64,
+    /// Images per step
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Width of the hidden layers
+    #[arg(long, default_value_t = 600)]
+    hidden_size: usize,
+    /// Seed for the weights and the shuffling
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Folder with the four MNIST files [default: MNIST_LAB_DATA, else the cache, downloading]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to train
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Stop after this many steps (quick runs)
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Write the run's report (settings, losses, timings, accuracy) to this JSON file
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    mnist_lab::check::install_panic_hook();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Lecture {
+            data,
+            out,
+            max_steps,
+            device,
+        } => lecture(data, out, max_steps, device),
+        Command::Train(args) => train(args),
+    }
+}
+
+fn lecture(
+    data: Option<PathBuf>,
+    out: PathBuf,
+    max_steps: Option<usize>,
+    device: DeviceChoice,
+) -> Result<()> {
+    let config = TrainingConfig::new().with_max_steps(max_steps);
+    config.validate()?;
+    let device = pick_device(device)?;
+    let data = Mnist::load_from(data.as_deref())?;
+    println!(
+        "Data: {} training and {} test images from {}",
+        data.train.len(),
+        data.test.len(),
+        data.source
+    );
+    let mut reports = Vec::new();
+    for (kind, epochs) in LECTURE_RUNS {
+        println!("\n== {kind}, {epochs} epochs ==");
+        let config = TrainingConfig::new()
+            .with_num_epochs(epochs)
+            .with_max_steps(max_steps);
+        let report = run_model(kind, &data, &config, &device)?;
+        reports.push(report.named(format!("{kind} x{epochs}")));
+    }
+    println!("\n{}", results_table(&reports));
+
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let plot = out.join("loss.svg");
+    compare_chart(&reports)?.save(&plot)?;
+    let json = out.join("lecture.json");
+    write_json(&json, &reports)?;
+    println!("Wrote {} and {}", plot.display(), json.display());
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let config = TrainingConfig::new()
+        .with_num_epochs(args.epochs)
+        .with_learning_rate(args.lr)
+        .with_batch_size(args.batch_size)
+        .with_hidden_size(args.hidden_size)
+        .with_seed(args.seed)
+        .with_max_steps(args.max_steps);
+    config.validate()?;
+    let device = pick_device(args.device)?;
+    let data = Mnist::load_from(args.data.as_deref())?;
+    let report = run_model(args.model, &data, &config, &device)?;
+    println!("\n{}", results_table(std::slice::from_ref(&report)));
+    if let Some(path) = args.json {
+        write_json(&path, &report)?;
+        println!("Wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}

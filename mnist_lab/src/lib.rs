@@ -1,0 +1,55 @@
+#![warn(missing_docs)]
+//! # mnist_lab
+//!
+//! The "nonlinearities and convolutions" MNIST lecture, in Rust on [Burn](burn), made to be
+//! followed cell by cell in Jupyter notebooks on the evcxr kernel.
+//!
+//! The notebooks keep the code the lecture teaches (hyper-parameters, the model structs and
+//! their `forward`); this crate holds the plumbing: the MNIST [data] pipeline, the lecture's
+//! four [models], the [device] choice, the [train]ing loop and evaluation, and the loss
+//! [plot]s.
+//!
+//! # Example
+//!
+//! Train the lecture's first model for a few steps on a tiny synthetic data set:
+//!
+//! ```
+//! use mnist_lab::prelude::*;
+//!
+//! let device = mnist_lab::device::cpu();
+//! let data = Mnist::synthetic(200, 100, 7);
+//! let config = TrainingConfig::new().with_num_epochs(1).with_max_steps(Some(2));
+//! let model = FcNetConfig::new(784, 600, 10).init(&device);
+//! let (model, report) = train(model, &data, &config, &device).unwrap();
+//! assert_eq!(report.losses.len(), 2);
+//! let accuracy = evaluate(&model, &data, &config, &device).unwrap();
+//! assert!((0.0..=100.0).contains(&accuracy));
+//! ```
+
+pub mod check;
+pub mod data;
+pub mod device;
+mod error;
+pub mod models;
+pub mod plot;
+pub mod run;
+pub mod train;
+
+pub use error::{Error, Result};
+
+/// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`.
+pub mod prelude {
+    pub use crate::data::{Mnist, MnistBatch};
+    pub use crate::device::{Device, DeviceChoice, pick_device};
+    pub use crate::models::{
+        Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig,
+    };
+    pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
+    pub use crate::run::results_table;
+    pub use crate::train::{TrainingConfig, TrainingReport, evaluate, train};
+    pub use crate::{Error, Result};
+    pub use burn::module::Module;
+    pub use burn::nn::conv::{Conv2d, Conv2dConfig};
+    pub use burn::nn::{Linear, LinearConfig, Relu};
+    pub use burn::tensor::Tensor;
+}

@@ -1,0 +1,315 @@
+//! The lecture's four models, and the [`Classifier`] trait any model implements to be
+//! trained by [`crate::train::train`].
+//!
+//! | model | layers | PyTorch on mnist-mini, 22 epochs |
+//! |-------|--------|-------|
+//! | [`FcNet`] | Linear 784->600->600->10, no nonlinearity | ~77% |
+//! | [`FcReluNet`] | the same with ReLU between the layers | ~54% |
+//! | [`ConvNet`] | Conv2d(1, 10, k=7) -> 10x22x22 = 4840 -> fc-relu | ~77% |
+//! | [`Conv2Net`] | + Conv2d(10, 55, k=2) -> 55x21x21 = 24255 -> fc-relu | ~87% |
+//!
+//! As in the lecture, no ReLU follows the convolutions.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::tensor::{Device, Tensor};
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// Any model that maps a batch of MNIST images to one score (logit) per digit.
+///
+/// Implement it for a model written in a notebook and the crate's loop can train it:
+///
+/// ```
+/// use mnist_lab::prelude::*;
+///
+/// #[derive(Module, Debug)]
+/// pub struct Tiny {
+///     fc1: Linear,
+/// }
+///
+/// impl Classifier for Tiny {
+///     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+///         let x = images.flatten(1, 3); // [batch, 784]
+///         self.fc1.forward(x) // [batch, 10]
+///     }
+/// }
+///
+/// let device = mnist_lab::device::cpu();
+/// let tiny = Tiny { fc1: LinearConfig::new(784, 10).init(&device) };
+/// let logits = tiny.forward(Tensor::zeros([2, 1, 28, 28], &device));
+/// assert_eq!(logits.dims(), [2, 10]);
+/// ```
+pub trait Classifier: Module {
+    /// Scores for each digit.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 1, 28, 28]`, pixels in [0, 1]
+    /// - output: `[batch, 10]`
+    fn forward(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+/// The lecture's models, by the names the command line uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Model 1: three Linear layers, no nonlinearity.
+    Fc,
+    /// Model 2: the same with ReLU between the layers.
+    FcRelu,
+    /// Model 3: one convolution before the ReLU network.
+    Conv,
+    /// Model 4: two convolutions before the ReLU network.
+    Conv2,
+}
+
+impl ModelKind {
+    /// The four models, in the lecture's order.
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Fc,
+        ModelKind::FcRelu,
+        ModelKind::Conv,
+        ModelKind::Conv2,
+    ];
+
+    /// The name used on the command line and in reports, e.g. `fc-relu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Fc => "fc",
+            ModelKind::FcRelu => "fc-relu",
+            ModelKind::Conv => "conv",
+            ModelKind::Conv2 => "conv2",
+        }
+    }
+
+    /// Multiply-accumulates in one image's forward pass (for GFLOP/s figures).
+    pub fn forward_macs(self, hidden_size: usize) -> u64 {
+        let h = hidden_size as u64;
+        let mlp = |input: u64| input * h + h * h + h * 10;
+        match self {
+            ModelKind::Fc | ModelKind::FcRelu => mlp(784),
+            ModelKind::Conv => 10 * 22 * 22 * 49 + mlp(4840),
+            ModelKind::Conv2 => 10 * 22 * 22 * 49 + 55 * 21 * 21 * 10 * 4 + mlp(24255),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Model 1: three fully-connected layers back to back, no nonlinearity.
+#[derive(Module, Debug)]
+pub struct FcNet {
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// Builds an [`FcNet`].
+#[derive(Config, Debug)]
+pub struct FcNetConfig {
+    /// Pixels per image: 28 x 28 = 784.
+    pub input_size: usize,
+    /// Width of the two hidden layers (the lecture uses 600).
+    pub hidden_size: usize,
+    /// Digits to tell apart: 10.
+    pub num_classes: usize,
+}
+
+impl FcNetConfig {
+    /// Creates the model with freshly initialised weights on `device`.
+    pub fn init(&self, device: &Device) -> FcNet {
+        FcNet {
+            fc1: LinearConfig::new(self.input_size, self.hidden_size).init(device),
+            fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
+            fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
+        }
+    }
+}
+
+impl Classifier for FcNet {
+    /// # Shapes
+    /// - images: `[batch, 1, 28, 28]`
+    /// - output: `[batch, num_classes]`
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = images.flatten(1, 3); // [batch, 784]
+        let x = self.fc1.forward(x); // [batch, hidden]
+        let x = self.fc2.forward(x); // [batch, hidden]
+        self.fc3.forward(x) // [batch, 10]
+    }
+}
+
+/// Model 2: [`FcNet`] with one ReLU reused between the layers (not after the last).
+#[derive(Module, Debug)]
+pub struct FcReluNet {
+    fc1: Linear,
+    relu: Relu,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// Builds an [`FcReluNet`].
+#[derive(Config, Debug)]
+pub struct FcReluNetConfig {
+    /// Pixels per image: 28 x 28 = 784.
+    pub input_size: usize,
+    /// Width of the two hidden layers (the lecture uses 600).
+    pub hidden_size: usize,
+    /// Digits to tell apart: 10.
+    pub num_classes: usize,
+}
+
+impl FcReluNetConfig {
+    /// Creates the model with freshly initialised weights on `device`.
+    pub fn init(&self, device: &Device) -> FcReluNet {
+        FcReluNet {
+            fc1: LinearConfig::new(self.input_size, self.hidden_size).init(device),
+            relu: Relu::new(),
+            fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
+            fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
+        }
+    }
+}
+
+impl Classifier for FcReluNet {
+    /// # Shapes
+    /// - images: `[batch, 1, 28, 28]`
+    /// - output: `[batch, num_classes]`
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = images.flatten(1, 3); // [batch, 784]
+        let x = self.relu.forward(self.fc1.forward(x)); // [batch, hidden]
+        let x = self.relu.forward(self.fc2.forward(x)); // [batch, hidden]
+        self.fc3.forward(x) // [batch, 10]
+    }
+}
+
+/// Model 3: one convolution, then the ReLU network on its 10 x 22 x 22 = 4840 outputs.
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    conv1: Conv2d,
+    fc1: Linear,
+    relu: Relu,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// Builds a [`ConvNet`].
+#[derive(Config, Debug)]
+pub struct ConvNetConfig {
+    /// Width of the two hidden layers (the lecture uses 600).
+    pub hidden_size: usize,
+    /// Digits to tell apart: 10.
+    pub num_classes: usize,
+    /// Filters in `conv1`.
+    #[config(default = 10)]
+    pub conv1_channels: usize,
+    /// `conv1`'s kernel side.
+    #[config(default = 7)]
+    pub conv1_kernel: usize,
+}
+
+impl ConvNetConfig {
+    /// Values per image after `conv1`: channels x side x side, side = 28 - kernel + 1.
+    pub fn flat_size(&self) -> usize {
+        let side = 28 - self.conv1_kernel + 1;
+        self.conv1_channels * side * side
+    }
+
+    /// Creates the model with freshly initialised weights on `device`.
+    pub fn init(&self, device: &Device) -> ConvNet {
+        let k = self.conv1_kernel;
+        ConvNet {
+            conv1: Conv2dConfig::new([1, self.conv1_channels], [k, k]).init(device),
+            fc1: LinearConfig::new(self.flat_size(), self.hidden_size).init(device),
+            relu: Relu::new(),
+            fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
+            fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
+        }
+    }
+}
+
+impl Classifier for ConvNet {
+    /// # Shapes
+    /// - images: `[batch, 1, 28, 28]`
+    /// - output: `[batch, num_classes]`
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.conv1.forward(images); // [batch, 10, 22, 22]
+        let x = x.flatten(1, 3); // [batch, 4840]
+        let x = self.relu.forward(self.fc1.forward(x)); // [batch, hidden]
+        let x = self.relu.forward(self.fc2.forward(x)); // [batch, hidden]
+        self.fc3.forward(x) // [batch, 10]
+    }
+}
+
+/// Model 4: two convolutions, then the ReLU network on 55 x 21 x 21 = 24255 values.
+#[derive(Module, Debug)]
+pub struct Conv2Net {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    relu: Relu,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// Builds a [`Conv2Net`].
+#[derive(Config, Debug)]
+pub struct Conv2NetConfig {
+    /// Width of the two hidden layers (the lecture uses 600).
+    pub hidden_size: usize,
+    /// Digits to tell apart: 10.
+    pub num_classes: usize,
+    /// Filters in `conv1`.
+    #[config(default = 10)]
+    pub conv1_channels: usize,
+    /// `conv1`'s kernel side.
+    #[config(default = 7)]
+    pub conv1_kernel: usize,
+    /// Filters in `conv2`.
+    #[config(default = 55)]
+    pub conv2_channels: usize,
+    /// `conv2`'s kernel side.
+    #[config(default = 2)]
+    pub conv2_kernel: usize,
+}
+
+impl Conv2NetConfig {
+    /// Values per image after `conv2`: channels x side x side.
+    pub fn flat_size(&self) -> usize {
+        let side = 28 - self.conv1_kernel + 1 - self.conv2_kernel + 1;
+        self.conv2_channels * side * side
+    }
+
+    /// Creates the model with freshly initialised weights on `device`.
+    pub fn init(&self, device: &Device) -> Conv2Net {
+        let (k1, k2) = (self.conv1_kernel, self.conv2_kernel);
+        let (c1, c2) = (self.conv1_channels, self.conv2_channels);
+        Conv2Net {
+            conv1: Conv2dConfig::new([1, c1], [k1, k1]).init(device),
+            conv2: Conv2dConfig::new([c1, c2], [k2, k2]).init(device),
+            fc1: LinearConfig::new(self.flat_size(), self.hidden_size).init(device),
+            relu: Relu::new(),
+            fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
+            fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
+        }
+    }
+}
+
+impl Classifier for Conv2Net {
+    /// # Shapes
+    /// - images: `[batch, 1, 28, 28]`
+    /// - output: `[batch, num_classes]`
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.conv1.forward(images); // [batch, 10, 22, 22]
+        let x = self.conv2.forward(x); // [batch, 55, 21, 21]
+        let x = x.flatten(1, 3); // [batch, 24255]
+        let x = self.relu.forward(self.fc1.forward(x)); // [batch, hidden]
+        let x = self.relu.forward(self.fc2.forward(x)); // [batch, hidden]
+        self.fc3.forward(x) // [batch, 10]
+    }
+}

@@ -1,0 +1,131 @@
+//! Whole runs of the lecture's models: create, train, evaluate, report.
+//!
+//! Used by the `mnist-lab` program and by the notebooks' summary cells.
+
+use std::fmt::Write;
+
+use burn::tensor::Device;
+
+use crate::Result;
+use crate::data::Mnist;
+use crate::models::{
+    Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig, ModelKind,
+};
+use crate::train::{self, TrainingConfig, TrainingReport, thousands};
+
+/// The lecture's runs, in its order: each model for 3 epochs, then conv2 for 10.
+pub const LECTURE_RUNS: [(ModelKind, usize); 5] = [
+    (ModelKind::Fc, 3),
+    (ModelKind::FcRelu, 3),
+    (ModelKind::Conv, 3),
+    (ModelKind::Conv2, 3),
+    (ModelKind::Conv2, 10),
+];
+
+/// Seeds `device`, creates `kind` with `config`'s sizes, trains and evaluates it.
+///
+/// The report is named after the model and holds its test accuracy.
+pub fn run_model(
+    kind: ModelKind,
+    data: &Mnist,
+    config: &TrainingConfig,
+    device: &Device,
+) -> Result<TrainingReport> {
+    config.validate()?;
+    train::seed(device, config.seed);
+    let (h, c) = (config.hidden_size, config.num_classes);
+    match kind {
+        ModelKind::Fc => fit(
+            FcNetConfig::new(config.input_size, h, c).init(device),
+            kind,
+            data,
+            config,
+            device,
+        ),
+        ModelKind::FcRelu => fit(
+            FcReluNetConfig::new(config.input_size, h, c).init(device),
+            kind,
+            data,
+            config,
+            device,
+        ),
+        ModelKind::Conv => fit(
+            ConvNetConfig::new(h, c).init(device),
+            kind,
+            data,
+            config,
+            device,
+        ),
+        ModelKind::Conv2 => fit(
+            Conv2NetConfig::new(h, c).init(device),
+            kind,
+            data,
+            config,
+            device,
+        ),
+    }
+}
+
+fn fit<M: Classifier>(
+    model: M,
+    kind: ModelKind,
+    data: &Mnist,
+    config: &TrainingConfig,
+    device: &Device,
+) -> Result<TrainingReport> {
+    let (model, report) = train::train(model, data, config, device)?;
+    let mut report = report.named(kind.name());
+    report.set_accuracy(
+        train::evaluate(&model, data, config, device)?,
+        data.test.len(),
+    );
+    Ok(report)
+}
+
+/// A text table of runs: model, epochs, steps, test accuracy, seconds, images/s.
+///
+/// ```
+/// # use mnist_lab::train::TrainingReport;
+/// # let report: TrainingReport = serde_json::from_str(r#"{"model":"fc","epochs":3,"steps":240,
+/// #   "batch_size":100,"learning_rate":0.001,"seed":1,"losses":[],"epoch_seconds":[1.0],
+/// #   "epoch_images_per_second":[8000.0],"train_seconds":3.0,"images_per_second":8000.0,
+/// #   "test_accuracy":36.5,"test_total":2000,"device":"cpu (flex)"}"#).unwrap();
+/// let table = mnist_lab::run::results_table(&[report]);
+/// assert!(table.contains("| fc    |      3 |   240 |   36.5 % |"));
+/// ```
+pub fn results_table(reports: &[TrainingReport]) -> String {
+    let width = reports
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| {:width$} | epochs | steps | accuracy | train s | images/s |",
+        "model"
+    );
+    let _ = writeln!(
+        out,
+        "|{:-<w$}|--------|-------|----------|---------|----------|",
+        "",
+        w = width + 2
+    );
+    for r in reports {
+        let accuracy = r
+            .test_accuracy
+            .map(|a| format!("{a:6.1} %"))
+            .unwrap_or_else(|| "       -".into());
+        let _ = writeln!(
+            out,
+            "| {:width$} | {:>6} | {:>5} | {accuracy} | {:>7.1} | {:>8} |",
+            r.name,
+            r.epochs,
+            r.steps,
+            r.train_seconds,
+            thousands(r.images_per_second)
+        );
+    }
+    out
+}

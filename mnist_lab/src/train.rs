@@ -1,0 +1,353 @@
+//! The lecture's training loop (cross-entropy loss, plain SGD) and its evaluation.
+//!
+//! [`train`] prints the familiar log lines as it goes, one whole line at a time so that
+//! notebooks stream them:
+//!
+//! ```text
+//! Epoch [1/3], Step [100/600], Loss: 2.2301
+//! Epoch [1/3] done: mean loss 2.2507, 4.1 s, 14,600 images/s
+//! ```
+//!
+//! and [`evaluate`] prints
+//! `Accuracy of the network on the 10000 test images: 86.3 %`.
+
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Mnist, MnistBatch, MnistBatcher};
+use crate::models::Classifier;
+use crate::{Error, Result, check};
+
+/// The lecture's hyper-parameters, with its values as defaults.
+///
+/// ```
+/// use mnist_lab::train::TrainingConfig;
+///
+/// let config = TrainingConfig::new().with_num_epochs(10);
+/// assert_eq!((config.batch_size, config.learning_rate), (100, 0.001));
+/// ```
+#[derive(Config, Debug)]
+pub struct TrainingConfig {
+    /// Pixels per image, 28 x 28: set by the task.
+    #[config(default = 784)]
+    pub input_size: usize,
+    /// Width of the hidden layers: free to choose.
+    #[config(default = 600)]
+    pub hidden_size: usize,
+    /// Digits to tell apart: set by the task.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Passes over the training set.
+    #[config(default = 3)]
+    pub num_epochs: usize,
+    /// Images per gradient step.
+    #[config(default = 100)]
+    pub batch_size: usize,
+    /// SGD's step size.
+    #[config(default = 0.001)]
+    pub learning_rate: f64,
+    /// Seed for the shuffling of the training set (and, through [`seed`], the weights).
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Stop after this many steps in all (for quick runs); `None` runs every epoch in full.
+    pub max_steps: Option<usize>,
+    /// Print a log line every this many steps.
+    #[config(default = 100)]
+    pub log_every: usize,
+}
+
+impl TrainingConfig {
+    /// Checks every setting, naming the first one that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_classes", self.num_classes),
+            ("num_epochs", self.num_epochs),
+            ("batch_size", self.batch_size),
+            ("log_every", self.log_every),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::setting(name, 0, "it must be at least 1"));
+            }
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(Error::setting(
+                "learning_rate",
+                self.learning_rate,
+                "it must be a positive number; the lecture uses 0.001, and 0.001 to 0.1 all train",
+            ));
+        }
+        if self.max_steps == Some(0) {
+            return Err(Error::setting(
+                "max_steps",
+                0,
+                "it must be at least 1, or None to run every epoch",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a training run did: every step's loss and the time it took.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingReport {
+    /// A name for legends and tables, e.g. `fc-relu` (`model` in JSON).
+    #[serde(rename = "model")]
+    pub name: String,
+    /// Epochs run (the last may be partial when `max_steps` cut it short).
+    pub epochs: usize,
+    /// SGD steps taken.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// SGD's step size.
+    pub learning_rate: f64,
+    /// The shuffling seed.
+    pub seed: u64,
+    /// The loss at every step, in order.
+    pub losses: Vec<f32>,
+    /// Wall-clock seconds of each epoch.
+    pub epoch_seconds: Vec<f64>,
+    /// Training images per second in each epoch.
+    pub epoch_images_per_second: Vec<f64>,
+    /// Total training seconds.
+    pub train_seconds: f64,
+    /// Training images per second over the whole run.
+    pub images_per_second: f64,
+    /// Test accuracy in percent, once [`TrainingReport::set_accuracy`] was called.
+    pub test_accuracy: Option<f64>,
+    /// Test images the accuracy was measured on.
+    pub test_total: Option<usize>,
+    /// The device trained on, e.g. `cpu (flex)`.
+    pub device: String,
+}
+
+impl TrainingReport {
+    /// Renames the run (the name shows in legends and tables).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Records the test accuracy, in percent, measured on `total` images.
+    pub fn set_accuracy(&mut self, accuracy: f64, total: usize) {
+        self.test_accuracy = Some(accuracy);
+        self.test_total = Some(total);
+    }
+
+    /// The mean loss over the last `n` steps (or all, if fewer).
+    pub fn final_loss(&self, n: usize) -> f32 {
+        let tail = &self.losses[self.losses.len().saturating_sub(n)..];
+        tail.iter().sum::<f32>() / tail.len().max(1) as f32
+    }
+}
+
+/// Seeds the random number generator that initialises weights on `device`, so that a model
+/// created next is the same every run.
+pub fn seed(device: &Device, seed: u64) {
+    device.seed(seed);
+}
+
+/// Trains `model` with cross-entropy loss and plain SGD, as the lecture does.
+///
+/// Before the first step the model is run on one sample batch, so a layer size that does
+/// not fit the data is reported with the arithmetic instead of a panic
+/// ([`Error::ModelShape`]). A loss that turns NaN or infinite stops the run
+/// ([`Error::Diverged`]). Settings are checked first ([`Error::Setting`]).
+///
+/// Returns the trained model and a [`TrainingReport`].
+pub fn train<M: Classifier>(
+    model: M,
+    data: &Mnist,
+    config: &TrainingConfig,
+    device: &Device,
+) -> Result<(M, TrainingReport)> {
+    config.validate()?;
+    check::check_model(&model, device, config.num_classes)?;
+
+    let train_device = device.clone().autodiff();
+    let mut model = model.fork(&train_device).train();
+    let loader = DataLoaderBuilder::new(MnistBatcher)
+        .batch_size(config.batch_size)
+        .shuffle(config.seed)
+        .set_device(train_device.clone())
+        .build(data.train.clone());
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let mut optimizer = SgdConfig::new().init();
+
+    let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.num_epochs;
+    let step_limit = config.max_steps.unwrap_or(usize::MAX).min(total_steps);
+    let mut report = TrainingReport {
+        name: short_type_name::<M>(),
+        epochs: 0,
+        steps: 0,
+        batch_size: config.batch_size,
+        learning_rate: config.learning_rate,
+        seed: config.seed,
+        losses: Vec::with_capacity(step_limit.min(1 << 20)),
+        epoch_seconds: Vec::new(),
+        epoch_images_per_second: Vec::new(),
+        train_seconds: 0.0,
+        images_per_second: 0.0,
+        test_accuracy: None,
+        test_total: None,
+        device: crate::device::device_label(device),
+    };
+
+    let mut images_seen = 0usize;
+    for epoch in 1..=config.num_epochs {
+        if report.steps >= step_limit {
+            break;
+        }
+        let started = Instant::now();
+        let (mut epoch_images, mut epoch_loss) = (0usize, 0.0f64);
+        let first_step = report.steps;
+        for (i, batch) in loader.iter().enumerate() {
+            let batch: MnistBatch = batch.map_err(|e| Error::Device {
+                message: format!("could not load a training batch: {e}"),
+            })?;
+            let n = batch.targets.dims()[0];
+            let logits = model.forward(batch.images);
+            let loss = loss_fn.forward(logits, batch.targets);
+            let value: f32 = loss.clone().into_scalar();
+            report.steps += 1;
+            if !value.is_finite() {
+                return Err(Error::Diverged {
+                    step: report.steps,
+                    epoch,
+                    loss: value,
+                    learning_rate: config.learning_rate,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(config.learning_rate, model, grads);
+
+            report.losses.push(value);
+            epoch_loss += value as f64;
+            epoch_images += n;
+            if (i + 1) % config.log_every == 0 {
+                println!(
+                    "Epoch [{epoch}/{}], Step [{}/{steps_per_epoch}], Loss: {value:.4}",
+                    config.num_epochs,
+                    i + 1
+                );
+            }
+            if report.steps >= step_limit {
+                break;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = epoch_images as f64 / seconds.max(1e-9);
+        let mean = epoch_loss / (report.steps - first_step).max(1) as f64;
+        println!(
+            "Epoch [{epoch}/{}] done: mean loss {mean:.4}, {seconds:.1} s, {} images/s",
+            config.num_epochs,
+            thousands(rate)
+        );
+        report.epochs = epoch;
+        report.epoch_seconds.push(seconds);
+        report.epoch_images_per_second.push(rate);
+        images_seen += epoch_images;
+    }
+    report.train_seconds = report.epoch_seconds.iter().sum();
+    report.images_per_second = images_seen as f64 / report.train_seconds.max(1e-9);
+    Ok((model, report))
+}
+
+/// Measures accuracy on the test split, prints the lecture's accuracy line and returns the
+/// accuracy in percent.
+pub fn evaluate<M: Classifier>(
+    model: &M,
+    data: &Mnist,
+    config: &TrainingConfig,
+    device: &Device,
+) -> Result<f64> {
+    config.validate()?;
+    let model = model.valid().fork(device);
+    let loader = DataLoaderBuilder::new(MnistBatcher)
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(data.test.clone());
+    let (mut correct, mut total) = (0i64, 0usize);
+    for batch in loader.iter() {
+        let batch: MnistBatch = batch.map_err(|e| Error::Device {
+            message: format!("could not load a test batch: {e}"),
+        })?;
+        total += batch.targets.dims()[0];
+        correct += count_correct(model.forward(batch.images), batch.targets);
+    }
+    let accuracy = 100.0 * correct as f64 / total.max(1) as f64;
+    println!("Accuracy of the network on the {total} test images: {accuracy:.1} %");
+    Ok(accuracy)
+}
+
+fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
+    let predicted = logits.argmax(1).flatten::<1>(0, 1);
+    predicted.equal(targets).int().sum().into_scalar()
+}
+
+/// `1234567.8` as `1,234,568`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn short_type_name<M>() -> String {
+    let full = std::any::type_name::<M>();
+    full.rsplit("::").next().unwrap_or(full).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+
+    #[test]
+    fn every_bad_setting_is_named() {
+        let cases = [
+            (TrainingConfig::new().with_batch_size(0), "batch_size"),
+            (TrainingConfig::new().with_num_epochs(0), "num_epochs"),
+            (TrainingConfig::new().with_hidden_size(0), "hidden_size"),
+            (
+                TrainingConfig::new().with_learning_rate(0.0),
+                "learning_rate",
+            ),
+            (
+                TrainingConfig::new().with_learning_rate(-1.0),
+                "learning_rate",
+            ),
+            (
+                TrainingConfig::new().with_learning_rate(f64::NAN),
+                "learning_rate",
+            ),
+            (TrainingConfig::new().with_max_steps(Some(0)), "max_steps"),
+        ];
+        for (config, name) in cases {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(&format!("`{name}`")), "{message}");
+        }
+        TrainingConfig::new().validate().unwrap();
+    }
+}
