@@ -64,8 +64,14 @@ impl ModuleVisitor for LayerCollector {
         else {
             return;
         };
-        let name: Vec<&str> = self.path[..=at].iter().map(|(n, _)| n.as_str()).collect();
-        let name = name.join(".");
+        // `enter_module` names the parameter (`weight`) with its container's type, so the
+        // layer's own name is the entry before it.
+        let name: Vec<&str> = self.path[..at].iter().map(|(n, _)| n.as_str()).collect();
+        let name = if name.is_empty() {
+            "model".to_string()
+        } else {
+            name.join(".")
+        };
         if self.layers.last().is_some_and(|layer| layer.name == name) {
             return; // the bias of a layer already recorded
         }

@@ -99,14 +99,14 @@ impl fmt::Display for Error {
                     | std::io::ErrorKind::ReadOnlyFilesystem => {
                         write!(
                             f,
-                            " The folder is not writable: set MNIST_LAB_DATA to a folder you can \
-                             write to, or fix its permissions."
+                            " The folder is not writable: fix its permissions, or download the \
+                             four MNIST files elsewhere and set MNIST_LAB_DATA to that folder."
                         )
                     }
                     std::io::ErrorKind::StorageFull => write!(
                         f,
-                        " The disk is full: free some space, or set MNIST_LAB_DATA to a folder \
-                         on another disk."
+                        " The disk is full: free some space, or download the four MNIST files \
+                         onto another disk and set MNIST_LAB_DATA to that folder."
                     ),
                     _ => Ok(()),
                 }
@@ -114,8 +114,8 @@ impl fmt::Display for Error {
             Error::BadIdx { path, problem } => write!(
                 f,
                 "{} is not a valid MNIST IDX file: {problem}. The file is damaged or is not an \
-                 MNIST file; delete it and run again to download a fresh copy, or point \
-                 MNIST_LAB_DATA at a folder holding the four original MNIST files.",
+                 MNIST file: replace it with the original (in the download cache, deleting it \
+                 is enough: the next run downloads it again).",
                 path.display()
             ),
             Error::DataNotFound {
@@ -151,15 +151,17 @@ impl fmt::Display for Error {
                 epoch,
                 loss,
                 learning_rate,
-            } => write!(
-                f,
-                "training stopped: the loss became {loss} at step {step} (epoch {epoch}) with \
-                 learning_rate = {learning_rate}. The steps were too large and the weights blew \
-                 up. Try a learning rate between {:.0e} and {:.0e}, re-create the model and the \
-                 optimizer, and train again.",
-                learning_rate / 100.0,
-                learning_rate / 10.0
-            ),
+            } => {
+                let high = (learning_rate / 10.0).min(0.1);
+                let low = (high / 10.0).min(0.001);
+                write!(
+                    f,
+                    "training stopped: the loss became {loss} at step {step} (epoch {epoch}) \
+                     with learning_rate = {learning_rate}. The steps were too large and the \
+                     weights blew up. Try a learning rate between {low} and {high}, re-create \
+                     the model, and train again."
+                )
+            }
             Error::Device { message } => write!(f, "{message}"),
             Error::Plot { message } => write!(f, "could not draw the plot: {message}"),
         }

@@ -57,7 +57,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Learning rate of plain SGD
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
     lr: f64,
     /// Images per step
     #[arg(long, default_value_t = 100)]

@@ -1,0 +1,205 @@
+//! The `mnist-lab` program end to end, on a data folder the test writes itself.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mnist_lab::data::{Mnist, write_idx_dir};
+
+fn mnist_lab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
+        .args(args)
+        .env_remove("MNIST_LAB_DATA")
+        .env_remove("MNIST_LAB_DEVICE")
+        .output()
+        .expect("the mnist-lab binary should run")
+}
+
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_dir(dir.path(), &Mnist::synthetic(300, 100, 11), true).unwrap();
+    dir
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The one-paragraph error contract: non-zero exit, `error:` first, no backtrace.
+fn assert_clean_failure(output: &Output) -> String {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "should fail; stderr: {stderr}");
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn train_writes_a_json_report() {
+    let data = data_dir();
+    let json = data.path().join("run.json");
+    let output = mnist_lab(&[
+        "train",
+        "--model",
+        "fc",
+        "--epochs",
+        "2",
+        "--hidden-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("training on the CPU"), "{stdout}");
+    assert!(stdout.contains("Epoch [2/2] done"), "{stdout}");
+    assert!(
+        stdout.contains("Accuracy of the network on the 100 test images"),
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["model"], "fc");
+    assert_eq!(report["epochs"], 2);
+    assert_eq!(report["steps"], 6);
+    assert_eq!(report["batch_size"], 100);
+    assert_eq!(report["learning_rate"], 0.05);
+    assert_eq!(report["seed"], 42);
+    assert_eq!(report["test_total"], 100);
+    assert_eq!(report["device"], "cpu (flex)");
+    assert_eq!(report["losses"].as_array().unwrap().len(), 6);
+    assert_eq!(report["epoch_seconds"].as_array().unwrap().len(), 2);
+    let accuracy = report["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&accuracy));
+    assert!(report["train_seconds"].as_f64().unwrap() > 0.0);
+    assert!(report["images_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn lecture_runs_every_model_and_writes_plot_and_report() {
+    let data = data_dir();
+    let out = data.path().join("out");
+    let output = mnist_lab(&[
+        "lecture",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "2",
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    for name in ["fc x3", "fc-relu x3", "conv x3", "conv2 x3", "conv2 x10"] {
+        assert!(
+            stdout.contains(&format!("| {name}")),
+            "{name} missing:\n{stdout}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("conv2 x10"));
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("lecture.json")).unwrap()).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 5);
+    assert_eq!(reports[4]["steps"], 2);
+}
+
+#[test]
+fn a_missing_data_folder_is_one_clear_paragraph() {
+    let output = mnist_lab(&["train", "--model", "fc", "--data", "/nonexistent/mnist"]);
+    let stderr = assert_clean_failure(&output);
+    assert!(stderr.contains("MNIST data not found"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/mnist"), "{stderr}");
+    assert!(stderr.contains("MNIST_LAB_DATA"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_file_is_named() {
+    let data = data_dir();
+    let labels = data.path().join("t10k-labels-idx1-ubyte.gz");
+    std::fs::write(&labels, [0x1f, 0x8b, 1, 2, 3, 4, 5]).unwrap();
+    let output = mnist_lab(&["train", "--model", "fc", "--data", path(data.path())]);
+    let stderr = assert_clean_failure(&output);
+    assert!(stderr.contains("t10k-labels-idx1-ubyte.gz"), "{stderr}");
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let data = data_dir();
+    let dir = path(data.path());
+    for (flag, value, name) in [
+        ("--batch-size", "0", "batch_size"),
+        ("--epochs", "0", "num_epochs"),
+        ("--lr", "0", "learning_rate"),
+        ("--lr", "-0.5", "learning_rate"),
+        ("--hidden-size", "0", "hidden_size"),
+    ] {
+        let output = mnist_lab(&["train", "--model", "fc", "--data", dir, flag, value]);
+        let stderr = assert_clean_failure(&output);
+        assert!(
+            stderr.contains(&format!("`{name}`")),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_devices_and_missing_gpus_are_explained() {
+    let data = data_dir();
+    let dir = path(data.path());
+    let output = mnist_lab(&["train", "--model", "fc", "--data", dir, "--device", "tpu"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("tpu"));
+
+    if !cfg!(feature = "cuda") {
+        let output = mnist_lab(&["train", "--model", "fc", "--data", dir, "--device", "cuda"]);
+        let stderr = assert_clean_failure(&output);
+        assert!(stderr.contains("CUDA is not available"), "{stderr}");
+        assert!(stderr.contains("--device cpu"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_advice() {
+    let data = data_dir();
+    let output = mnist_lab(&[
+        "train",
+        "--model",
+        "fc",
+        "--data",
+        path(data.path()),
+        "--lr",
+        "10",
+        "--epochs",
+        "20",
+        "--hidden-size",
+        "32",
+    ]);
+    let stderr = assert_clean_failure(&output);
+    assert!(
+        stderr.contains("training stopped: the loss became"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("learning_rate = 10"), "{stderr}");
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
