@@ -103,8 +103,8 @@ pub fn layers<M: Module>(model: &M) -> Vec<Layer> {
 /// use mnist_lab::prelude::*;
 ///
 /// let device = mnist_lab::device::cpu();
-/// // Model 3 with fc1 still 784 wide:
-/// let model = ConvNetConfig::new(600, 10).with_conv1_kernel(7).init(&device);
+/// // Model 3 as the lecture builds it: conv1 gives 4840 values and fc1 takes 4840.
+/// let model = ConvNetConfig::new(600, 10).init(&device);
 /// assert!(mnist_lab::check::check_model(&model, &device, 10).is_ok());
 /// ```
 pub fn check_model<M: Classifier>(model: &M, device: &Device, num_classes: usize) -> Result<()> {

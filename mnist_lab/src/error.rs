@@ -127,15 +127,19 @@ impl fmt::Display for Error {
                 let places: Vec<String> =
                     looked_in.iter().map(|p| p.display().to_string()).collect();
                 write!(f, " Looked in: {}.", places.join("; "))?;
-                if let Some(why) = download {
-                    write!(f, " Downloading failed: {why}.")?;
+                match download {
+                    Some(why) => write!(
+                        f,
+                        " Downloading failed: {why}. If this machine is offline, copy the four \
+                         MNIST .gz files into a folder and set MNIST_LAB_DATA to it (e.g. \
+                         `export MNIST_LAB_DATA=/path/to/mnist`), or pass that folder with --data."
+                    ),
+                    None => write!(
+                        f,
+                        " Check the folder's name, or copy the four MNIST .gz files into it; \
+                         MNIST_LAB_DATA or --data can point at any folder that holds them."
+                    ),
                 }
-                write!(
-                    f,
-                    " If this machine is offline, copy the four MNIST .gz files into a folder and \
-                     set MNIST_LAB_DATA to it (e.g. `export MNIST_LAB_DATA=/path/to/mnist`), or \
-                     pass that folder with --data."
-                )
             }
             Error::Download { file, problem } => write!(
                 f,

@@ -200,6 +200,31 @@ fn a_diverging_run_stops_with_advice() {
     assert!(stderr.contains("learning_rate = 10"), "{stderr}");
 }
 
+#[test]
+fn offline_without_data_says_where_it_looked_and_leaves_the_cache_empty() {
+    let cache = tempfile::tempdir().unwrap();
+    // A port with nothing listening: every mirror refuses the connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
+        .args(["train", "--model", "fc", "--device", "cpu"])
+        .env_remove("MNIST_LAB_DATA")
+        .env("MNIST_LAB_CACHE", cache.path())
+        .env("MNIST_LAB_MIRROR", format!("http://127.0.0.1:{port}/mnist"))
+        .output()
+        .unwrap();
+    let stderr = assert_clean_failure(&output);
+    assert!(stderr.contains("MNIST data not found"), "{stderr}");
+    assert!(stderr.contains("train-images-idx3-ubyte.gz"), "{stderr}");
+    assert!(stderr.contains(path(cache.path())), "{stderr}");
+    assert!(stderr.contains("MNIST_LAB_DATA"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert!(left.is_empty(), "the cache should stay empty: {left:?}");
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -113,8 +113,8 @@ fn lecture(
 ) -> Result<()> {
     let config = TrainingConfig::new().with_max_steps(max_steps);
     config.validate()?;
-    let device = pick_device(device)?;
     let data = Mnist::load_from(data.as_deref())?;
+    let device = pick_device(device)?;
     println!(
         "Data: {} training and {} test images from {}",
         data.train.len(),
@@ -151,8 +151,8 @@ fn train(args: TrainArgs) -> Result<()> {
         .with_seed(args.seed)
         .with_max_steps(args.max_steps);
     config.validate()?;
-    let device = pick_device(args.device)?;
     let data = Mnist::load_from(args.data.as_deref())?;
+    let device = pick_device(args.device)?;
     let report = run_model(args.model, &data, &config, &device)?;
     println!("\n{}", results_table(std::slice::from_ref(&report)));
     if let Some(path) = args.json {

@@ -88,6 +88,30 @@ impl Default for Downloader {
 }
 
 impl Downloader {
+    /// [`Downloader::default`], with the mirrors replaced by those listed in
+    /// `MNIST_LAB_MIRROR` (comma-separated base URLs) when it is set.
+    pub fn from_env() -> Self {
+        let mut downloader = Downloader::default();
+        if let Ok(list) = std::env::var(super::MIRROR_ENV) {
+            let mirrors: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    if m.ends_with('/') {
+                        m.to_string()
+                    } else {
+                        format!("{m}/")
+                    }
+                })
+                .collect();
+            if !mirrors.is_empty() {
+                downloader.mirrors = mirrors;
+            }
+        }
+        downloader
+    }
+
     /// The names of the files missing from `dir`. A file counts as present in either its
     /// compressed or its raw form (see [`crate::data::Mnist::from_dir`]).
     pub fn missing(&self, dir: &Path) -> Vec<String> {

@@ -59,6 +59,13 @@ pub const FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABE
 /// The environment variable naming a folder that holds the MNIST files.
 pub const DATA_ENV: &str = "MNIST_LAB_DATA";
 
+/// The environment variable that moves the download cache (see [`Mnist::cache_dir`]).
+pub const CACHE_ENV: &str = "MNIST_LAB_CACHE";
+
+/// The environment variable naming mirrors to download from instead of the standard ones
+/// (comma-separated base URLs, e.g. a classroom server); see [`Downloader::from_env`].
+pub const MIRROR_ENV: &str = "MNIST_LAB_MIRROR";
+
 /// One image and its label.
 #[derive(Clone, Debug)]
 pub struct MnistItem {
@@ -301,7 +308,7 @@ impl Mnist {
                     other => other,
                 })
             }
-            _ => Mnist::load_with(&Mnist::cache_dir(), &Downloader::default()),
+            _ => Mnist::load_with(&Mnist::cache_dir(), &Downloader::from_env()),
         }
     }
 
@@ -358,11 +365,14 @@ impl Mnist {
         }
     }
 
-    /// The cache folder that [`Mnist::load`] downloads into:
-    /// `<user cache>/mnist_lab/mnist`, e.g. `~/.cache/mnist_lab/mnist` on Linux and
+    /// The cache folder that [`Mnist::load`] downloads into: the folder named by
+    /// `MNIST_LAB_CACHE` when set, else `<user cache>/mnist_lab/mnist`, e.g. `~/.cache/mnist_lab/mnist` on Linux and
     /// `~/Library/Caches/mnist_lab/mnist` on macOS (the system's temporary folder stands in
     /// when the system names no cache folder).
     pub fn cache_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+            return PathBuf::from(dir);
+        }
         dirs::cache_dir()
             .unwrap_or_else(std::env::temp_dir)
             .join("mnist_lab")
