@@ -105,11 +105,19 @@ fn draw(title: &str, reports: &[TrainingReport], raw: bool) -> Result<Chart> {
     if steps == 0 {
         return Err(plot_error("no training steps to plot; train a model first"));
     }
-    let finite = reports
+    let finite: Vec<f32> = reports
         .iter()
         .flat_map(|r| r.losses.iter().copied())
-        .filter(|v| v.is_finite());
-    let top = finite.fold(0.0f32, f32::max).max(1e-3) * 1.05;
+        .filter(|v| v.is_finite())
+        .collect();
+    if finite.is_empty() {
+        return Err(plot_error("every loss is NaN or infinite; nothing to plot"));
+    }
+    let high = finite.iter().copied().fold(f32::MIN, f32::max);
+    let low = finite.iter().copied().fold(f32::MAX, f32::min);
+    // Zoom on the data (losses near 2.3 that fall slowly would look flat from 0).
+    let pad = ((high - low) * 0.05).max(1e-3);
+    let (bottom, top) = ((low - pad).max(0.0), high + pad);
 
     let mut svg = String::new();
     {
@@ -120,7 +128,7 @@ fn draw(title: &str, reports: &[TrainingReport], raw: bool) -> Result<Chart> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(0..steps, 0f32..top)
+            .build_cartesian_2d(0..steps, bottom..top)
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -161,7 +169,7 @@ fn draw(title: &str, reports: &[TrainingReport], raw: bool) -> Result<Chart> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerLeft)
             .draw()
             .map_err(plot_error)?;
         root.present().map_err(plot_error)?;

@@ -86,6 +86,12 @@ fn train_writes_a_json_report() {
     assert!((0.0..=100.0).contains(&accuracy));
     assert!(report["train_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["images_per_second"].as_f64().unwrap() > 0.0);
+
+    // The saved report draws again as a plot.
+    let svg = data.path().join("again.svg");
+    let output = mnist_lab(&["plot", path(&json), "--out", path(&svg)]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("fc (")); // legend: fc (acc %)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::models::ModelKind;
 use mnist_lab::plot::compare_chart;
 use mnist_lab::run::{LECTURE_RUNS, results_table, run_model};
-use mnist_lab::train::TrainingConfig;
+use mnist_lab::train::{TrainingConfig, TrainingReport};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,15 @@ enum Command {
     },
     /// Train and evaluate one of the lecture's models.
     Train(TrainArgs),
+    /// Draw the loss curves of saved JSON reports (from `train --json` or `lecture`) as SVG.
+    Plot {
+        /// JSON report files: one run each, or a list of runs
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// The SVG file to write
+        #[arg(long, default_value = "loss.svg")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -102,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => lecture(data, out, max_steps, device),
         Command::Train(args) => train(args),
+        Command::Plot { reports, out } => plot(&reports, &out),
     }
 }
 
@@ -159,6 +169,29 @@ fn train(args: TrainArgs) -> Result<()> {
         write_json(&path, &report)?;
         println!("Wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn plot(files: &[PathBuf], out: &std::path::Path) -> Result<()> {
+    let mut reports: Vec<TrainingReport> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        let runs = match value {
+            serde_json::Value::Array(runs) => runs,
+            run => vec![run],
+        };
+        for run in runs {
+            reports.push(
+                serde_json::from_value(run)
+                    .with_context(|| format!("{} is not a mnist-lab report", file.display()))?,
+            );
+        }
+    }
+    compare_chart(&reports)?.save(out)?;
+    println!("Wrote {}", out.display());
     Ok(())
 }
 
