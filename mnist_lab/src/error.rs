@@ -9,8 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in mnist_lab.
 ///
 /// Each variant's `Display` is one paragraph a student can act on: what happened, where,
-/// and what to try next. None of them carries a backtrace.
-#[derive(Debug)]
+/// and what to try next. None of them carries a backtrace. `Debug` prints the same
+/// paragraph, so an error that reaches a notebook through `?` or `unwrap()` reads the same.
 #[non_exhaustive]
 pub enum Error {
     /// A file or folder could not be read or written.
@@ -172,6 +172,12 @@ impl fmt::Display for Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -198,5 +204,35 @@ impl Error {
             value: value.to_string(),
             hint: hint.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_reads_like_display() {
+        let error = Error::setting("batch_size", 0, "it must be at least 1");
+        assert_eq!(format!("{error:?}"), error.to_string());
+        assert_eq!(
+            error.to_string(),
+            "invalid setting `batch_size` = 0: it must be at least 1."
+        );
+    }
+
+    #[test]
+    fn divergence_advice_stays_in_a_sensible_range() {
+        let message = |learning_rate| {
+            Error::Diverged {
+                step: 3,
+                epoch: 1,
+                loss: f32::NAN,
+                learning_rate,
+            }
+            .to_string()
+        };
+        assert!(message(10.0).contains("between 0.001 and 0.1"));
+        assert!(message(0.5).contains("between 0.001 and 0.05"));
     }
 }
