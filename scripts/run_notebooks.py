@@ -1,0 +1,289 @@
+"""Executes mnist_lab's notebooks headless on the project's kernel and checks what they show.
+
+Run it through `cargo xtask test` or `cargo xtask notebooks`, which set JUPYTER_PATH to the
+project's kernel and pass the options:
+
+    run_notebooks.py [--data DIR] [--max-steps N | --full] NOTEBOOK.ipynb...
+    run_notebooks.py --strip NOTEBOOK.ipynb...     remove outputs before a commit
+    run_notebooks.py --warm-up NOTEBOOK.ipynb      build the kernel, time a fresh first cell
+
+A notebook fails when
+- it is committed with outputs (remove them with `cargo xtask strip`);
+- a cell shows an error (a compile error), writes to stderr (where evcxr prints an error
+  returned with `?`; cargo's "Compiling ..." lines excepted) or panics ("panicked at", or
+  the short message of mnist_lab's panic hook). A cell tagged `raises-exception` must fail
+  instead (and without a backtrace), and the notebook goes on;
+- it does not show what its metadata `mnist_lab.expect` lists, by default
+  "loss plot" (an SVG with "Training loss" in it) and "accuracy line"
+  ("Accuracy of the network on the N test images: X %"); "text:..." entries must appear in
+  some cell's text output.
+
+Executed notebooks are written to --out (for reading, or as CI artifacts).
+Exit status: 0 when every notebook passed.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+ACCURACY_LINE = re.compile(r"Accuracy of the network on the \d+ test images: [\d.]+ %")
+PANIC_MARKERS = ("panicked at", "The cell stopped here")
+# Cargo's progress lines, which evcxr copies to stderr while it builds dependencies.
+CARGO_PROGRESS = re.compile(r"^\s*(Compiling|Updating|Locking|Adding|Downloading|Downloaded) ")
+DEFAULT_EXPECT = ["loss plot", "accuracy line"]
+EXPECTED_FAILURE_TAG = "raises-exception"
+
+
+class Client(NotebookClient):
+    """nbclient, echoing each cell's text output as it streams in (CI logs show progress)."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is not None and not self.quiet:
+            for line in text_of(out).splitlines():
+                print(f"    | {line}", flush=True)
+            if "data" in out and "image/svg+xml" in out["data"]:
+                print(f"    | <svg, {len(out['data']['image/svg+xml']):,} bytes>", flush=True)
+        return out
+
+
+def text_of(output):
+    """The text an output shows: stream text, plain-text results, error name and message."""
+    kind = output.get("output_type")
+    if kind == "stream":
+        return output.get("text", "")
+    if kind == "error":
+        return f"{output.get('ename', '')}: {output.get('evalue', '')}\n" + "\n".join(
+            output.get("traceback", [])
+        )
+    data = output.get("data", {})
+    return data.get("text/plain", "") if isinstance(data.get("text/plain", ""), str) else ""
+
+
+def committed_outputs(nb):
+    return [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+
+
+def seconds(cell):
+    timing = cell.get("metadata", {}).get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    from datetime import datetime
+
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def first_line(source):
+    for line in source.splitlines():
+        if line.strip() and not line.strip().startswith("//"):
+            return line.strip()[:60]
+    return source.strip()[:60]
+
+
+def check(nb):
+    """Problems found in an executed notebook, as sentences."""
+    problems, texts, svgs = [], [], []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        cell_texts = [text_of(o) for o in cell.get("outputs", [])]
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        panics = [m for m in PANIC_MARKERS for t in cell_texts if m in t]
+        where = f"cell {i} ({first_line(cell.source)})"
+        if EXPECTED_FAILURE_TAG in tags:
+            if not (errors or panics):
+                problems.append(f"{where} is tagged {EXPECTED_FAILURE_TAG} but did not fail")
+        else:
+            for error in errors:
+                message = " ".join(text_of(error).split())[:400]
+                problems.append(f"{where} shows an error: {message}")
+            if panics:
+                problems.append(f"{where} panicked: {' '.join(''.join(cell_texts).split())[:400]}")
+            else:
+                # An error returned with `?` is printed to stderr, and evcxr reports the cell
+                # as a success: any other line on stderr counts as a failure.
+                stderr = [
+                    line
+                    for o in cell.get("outputs", [])
+                    if o.get("output_type") == "stream" and o.get("name") == "stderr"
+                    for line in o.get("text", "").splitlines()
+                    if line.strip() and not CARGO_PROGRESS.match(line)
+                ]
+                if stderr:
+                    problems.append(f"{where} wrote to stderr: {' '.join(' '.join(stderr).split())[:400]}")
+        if EXPECTED_FAILURE_TAG in tags and any("stack backtrace" in t for t in cell_texts):
+            problems.append(f"{where} panicked with a backtrace: the panic hook is not installed")
+        texts.extend(cell_texts)
+        for output in cell.get("outputs", []):
+            svg = output.get("data", {}).get("image/svg+xml")
+            if svg:
+                svgs.append(svg if isinstance(svg, str) else "".join(svg))
+    expect = nb.metadata.get("mnist_lab", {}).get("expect", DEFAULT_EXPECT)
+    all_text = "\n".join(texts)
+    for item in expect:
+        if item == "loss plot":
+            if not any("Training loss" in svg for svg in svgs):
+                problems.append("no loss plot (an image/svg+xml output with 'Training loss')")
+        elif item == "accuracy line":
+            if not ACCURACY_LINE.search(all_text):
+                problems.append("no accuracy line ('Accuracy of the network on the N test images')")
+        elif item.startswith("text:"):
+            if item[5:] not in all_text:
+                problems.append(f"the output never says {item[5:]!r}")
+        else:
+            problems.append(f"unknown expectation {item!r} in metadata.mnist_lab.expect")
+    return problems
+
+
+def execute(path, args, cells=None, quiet=False):
+    """Executes a notebook (or only the code cells numbered in `cells`); returns it."""
+    nb = nbformat.read(path, as_version=4)
+    if cells is not None:
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        nb.cells = [code[i] for i in cells]
+    client = Client(
+        nb,
+        kernel_name=args.kernel,
+        timeout=args.cell_timeout,
+        # Starting includes the kernel's warm-up (scripts/evcxr_kernel.py): about a minute,
+        # or the whole build of Burn the first time.
+        startup_timeout=args.startup_timeout,
+        allow_errors=True,
+        record_timing=True,
+        resources={"metadata": {"path": str(Path(path).resolve().parent)}},
+    )
+    client.quiet = quiet
+
+    def started(cell, cell_index, **_):
+        if cell.cell_type == "code" and not quiet:
+            print(f"  [{cell_index}] {first_line(cell.source)}", flush=True)
+
+    def executed(cell, cell_index, **_):
+        if not quiet:
+            took = seconds(cell)
+            print(f"  [{cell_index}] done in {took:.1f} s" if took is not None else "", flush=True)
+
+    client.on_cell_start = started
+    client.on_cell_executed = executed
+    client.execute()
+    return nb
+
+
+def run(path, args):
+    """Executes and checks one notebook; returns its problems."""
+    path = Path(path)
+    problems = []
+    dirty = committed_outputs(nbformat.read(path, as_version=4))
+    if dirty:
+        problems.append(
+            f"committed with outputs in cells {dirty}: run `cargo xtask strip` before committing"
+        )
+    print(f"\n== {path.name}", flush=True)
+    started = time.monotonic()
+    try:
+        nb = execute(path, args)
+    except (CellTimeoutError, DeadKernelError, RuntimeError) as error:
+        return problems + [f"did not finish: {type(error).__name__}: {error}"], None
+    took = time.monotonic() - started
+    problems += check(nb)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out / path.name)
+    return problems, took
+
+
+def strip(paths):
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+            cell.get("metadata", {}).pop("execution", None)
+        nbformat.write(nb, path)
+        print(f"stripped {path}")
+
+
+def warm_up(path, args):
+    """Runs the first code cell in a fresh kernel twice: the first builds (minutes, once),
+    the second shows what a student's first cell costs from now on."""
+    for attempt in ("build", "fresh kernel"):
+        started = time.monotonic()
+        nb = execute(path, args, cells=[0], quiet=True)
+        took = time.monotonic() - started
+        problems = [p for p in check(nb) if not p.startswith("no ") and "never says" not in p]
+        if problems:
+            for problem in problems:
+                print(f"warm-up: {problem}")
+            return 1
+        what = "dependencies built" if attempt == "build" else "a fresh kernel's first cell"
+        print(f"setup: {what}: {took:.0f} s (kernel start included)", flush=True)
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="+")
+    parser.add_argument("--kernel", default="mnist_lab")
+    parser.add_argument("--data", help="MNIST folder; sets MNIST_LAB_DATA for the kernel")
+    parser.add_argument("--max-steps", type=int, help="sets MNIST_LAB_MAX_STEPS (quick runs)")
+    parser.add_argument("--full", action="store_true", help="no step limit")
+    parser.add_argument("--out", help="folder for the executed notebooks")
+    parser.add_argument("--cell-timeout", type=int, default=1800)
+    parser.add_argument("--startup-timeout", type=int, default=3600)
+    parser.add_argument("--strip", action="store_true")
+    parser.add_argument("--warm-up", action="store_true")
+    args = parser.parse_args()
+
+    if args.strip:
+        strip(args.notebooks)
+        return 0
+    if args.data:
+        os.environ["MNIST_LAB_DATA"] = str(Path(args.data).resolve())
+    if args.full:
+        os.environ.pop("MNIST_LAB_MAX_STEPS", None)
+    elif args.max_steps:
+        os.environ["MNIST_LAB_MAX_STEPS"] = str(args.max_steps)
+    if args.warm_up:
+        return warm_up(args.notebooks[0], args)
+
+    data = os.environ.get("MNIST_LAB_DATA", "the crate's cache (downloading if needed)")
+    steps = os.environ.get("MNIST_LAB_MAX_STEPS", "no limit")
+    print(f"notebooks: data {data}; training steps per run: {steps}")
+    passed, failed, total = 0, 0, time.monotonic()
+    for path in args.notebooks:
+        problems, took = run(path, args)
+        name = Path(path).name
+        if problems:
+            failed += 1
+            print(f"FAILED {name}" + (f" ({took:.0f} s)" if took else ""))
+            for problem in problems:
+                print(f"  - {problem}")
+        else:
+            passed += 1
+            print(f"ok {name} ({took:.0f} s)")
+    print(
+        f"\nnotebooks: {passed} passed, {failed} failed "
+        f"({time.monotonic() - total:.0f} s in all)"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+//! `cargo xtask`: the project's tasks, in Rust so that they run wherever Cargo does.
+//!
+//! - `cargo xtask lab`: set up the notebooks (the first time) and open JupyterLab on them.
+//! - `cargo xtask setup`: the same set-up, without opening anything (for CI).
+//! - `cargo xtask test`: `cargo test --workspace`, then every notebook executed and checked.
+//! - `cargo xtask notebooks`: only the notebooks.
+//! - `cargo xtask strip`: removes outputs from the notebooks, before a commit.
+//!
+//! Everything the set-up creates lives in the project: `.venv/` (JupyterLab, nbclient) and
+//! `.lab/` (the kernel, its build folders, executed notebooks). Delete both to start over.
+
+mod notebooks;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  lab        set up the notebooks (first time: evcxr_jupyter, JupyterLab, a warm kernel)
+             and open JupyterLab on notebooks/
+  setup      the same set-up, without opening anything (CI)
+  test       cargo test --workspace, then execute and check every notebook
+  notebooks  execute and check the notebooks only [NOTEBOOK.ipynb ...]
+  strip      remove outputs from the notebooks (they are committed without)
+
+options:
+  --data DIR         MNIST folder for the notebooks (sets MNIST_LAB_DATA) [default: the
+                     MNIST_LAB_DATA already set, else the crate's download cache]
+  --max-steps N      training steps per run in test/notebooks [default: 60]
+  --full             train every run in full in test/notebooks (no step limit)
+  --skip-notebooks   test: run cargo test only, and say so
+  --no-open          lab: set up only, like `setup`
+";
+
+/// Where things are.
+pub struct Project {
+    /// The workspace root.
+    pub root: PathBuf,
+}
+
+impl Project {
+    fn find() -> Project {
+        let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = xtask
+            .parent()
+            .expect("xtask should sit in the workspace root");
+        Project {
+            root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
+        }
+    }
+
+    /// `.lab/`: the kernel, its build folders, executed notebooks.
+    pub fn lab(&self) -> PathBuf {
+        self.root.join(".lab")
+    }
+
+    /// The Jupyter data folder that holds the project's kernelspec.
+    pub fn jupyter_path(&self) -> PathBuf {
+        self.lab().join("jupyter")
+    }
+
+    /// The evcxr build folders ("slots") and their template.
+    pub fn evcxr_dir(&self) -> PathBuf {
+        self.lab().join("evcxr")
+    }
+
+    pub fn notebooks(&self) -> PathBuf {
+        self.root.join("notebooks")
+    }
+
+    pub fn scripts(&self) -> PathBuf {
+        self.root.join("scripts")
+    }
+}
+
+/// Options shared by the tasks.
+#[derive(Default)]
+pub struct Options {
+    pub data: Option<PathBuf>,
+    pub max_steps: Option<usize>,
+    pub full: bool,
+    pub skip_notebooks: bool,
+    pub no_open: bool,
+    pub files: Vec<PathBuf>,
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result {
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let options = parse(rest)?;
+    let project = Project::find();
+    match task.as_str() {
+        "lab" => {
+            let tools = setup::setup(&project, true)?;
+            if options.no_open {
+                return Ok(());
+            }
+            setup::open_lab(&project, &tools, &options)
+        }
+        "setup" => setup::setup(&project, true).map(|_| ()),
+        "test" => test(&project, &options),
+        "notebooks" => {
+            let tools = setup::setup(&project, false)?;
+            notebooks::run(&project, &tools, &options)
+        }
+        "strip" => {
+            let tools = setup::setup_python(&project)?;
+            notebooks::strip(&project, &tools, &options)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    }
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--data" => options.data = Some(PathBuf::from(value("--data")?)),
+            "--max-steps" => {
+                let n = value("--max-steps")?;
+                let n = n.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+                    format!("--max-steps takes a whole number above 0, not `{n}`")
+                })?;
+                options.max_steps = Some(n);
+            }
+            "--full" => options.full = true,
+            "--skip-notebooks" => options.skip_notebooks = true,
+            "--no-open" => options.no_open = true,
+            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
+            file => options.files.push(PathBuf::from(file)),
+        }
+    }
+    Ok(options)
+}
+
+/// `cargo test --workspace`, then the notebooks unless `--skip-notebooks` says otherwise.
+fn test(project: &Project, options: &Options) -> Result {
+    println!("== cargo test --workspace");
+    let status = Command::new(cargo())
+        .args(["test", "--workspace"])
+        .current_dir(&project.root)
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if !status.success() {
+        return Err("cargo test --workspace failed".into());
+    }
+    if options.skip_notebooks {
+        println!("notebooks: SKIPPED, as asked (--skip-notebooks); they were not executed");
+        return Ok(());
+    }
+    println!("\n== notebooks");
+    let tools = setup::setup(project, false)?;
+    notebooks::run(project, &tools, options)
+}
+
+/// The cargo that runs us, so that the same toolchain builds everything.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
+}
