@@ -26,6 +26,7 @@
 //! assert!((0.0..=100.0).contains(&accuracy));
 //! ```
 
+pub mod bench;
 pub mod check;
 pub mod data;
 pub mod device;

@@ -3,12 +3,14 @@
 //! - `mnist-lab lecture` runs the lecture's five trainings in order and writes a loss plot
 //!   and a JSON report.
 //! - `mnist-lab train --model conv` trains one model.
+//! - `mnist-lab bench` measures training and evaluation images/s and prints JSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use mnist_lab::bench::{self, BenchConfig};
 use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::models::ModelKind;
@@ -55,6 +57,51 @@ enum Command {
         #[arg(long, default_value = "loss.svg")]
         out: PathBuf,
     },
+    /// Measure training and evaluation images/s (and GFLOP/s) of the lecture's models; prints JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Which models, comma-separated [default: all four]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    models: Vec<ModelKind>,
+    /// Folder with the four MNIST files [default: synthetic images, 10,000 + 2,000]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Worker threads of the CPU backend [default: RAYON_NUM_THREADS, else one per core]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Images per step
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Untimed training steps before the timed runs
+    #[arg(long, default_value_t = 20)]
+    warmup_steps: usize,
+    /// Training steps per timed run [default: 100 for fc and fc-relu, 40 for conv, 12 for conv2]
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Evaluation batches per timed run [default: 100, 100, 50, 20]
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Timed runs per figure (the figure is their median)
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The machine's peak GFLOP/s, to report the share of it reached
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// A smoke run: 2 warm-up steps, then 2 runs of 3 steps per model
+    #[arg(long)]
+    quick: bool,
+    /// Also write the JSON report to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print a table to stderr as well
+    #[arg(long)]
+    table: bool,
 }
 
 #[derive(Args)]
@@ -112,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         } => lecture(data, out, max_steps, device),
         Command::Train(args) => train(args),
         Command::Plot { reports, out } => plot(&reports, &out),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -192,6 +240,52 @@ fn plot(files: &[PathBuf], out: &std::path::Path) -> Result<()> {
     }
     compare_chart(&reports)?.save(out)?;
     println!("Wrote {}", out.display());
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("cannot set the number of threads")?;
+    }
+    let mut config = if args.quick {
+        BenchConfig::quick()
+    } else {
+        BenchConfig {
+            batch_size: args.batch_size,
+            warmup_steps: args.warmup_steps,
+            runs: args.runs,
+            ..BenchConfig::default()
+        }
+    };
+    if !args.models.is_empty() {
+        config.models = args.models;
+    }
+    config.steps = args.steps.or(config.steps);
+    config.eval_steps = args.eval_steps.or(config.eval_steps);
+    config.peak_gflops = args.peak_gflops;
+    // On the CPU nothing else goes to stdout, so it holds the JSON alone; `pick_device`
+    // prints its choice of a GPU there first (`--json` writes a clean file either way).
+    let device = match args.device {
+        DeviceChoice::Cpu => mnist_lab::device::cpu(),
+        choice => pick_device(choice)?,
+    };
+    let data = match &args.data {
+        Some(dir) => Mnist::from_dir(dir)?,
+        None => Mnist::synthetic(10_000, 2_000, 42),
+    };
+    let report = bench::bench(&data, &config, &device)?;
+    if args.table {
+        eprintln!("{}", report.table());
+    }
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 
