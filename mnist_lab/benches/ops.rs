@@ -1,7 +1,10 @@
 //! Where a training step's time goes: the CPU backend's matmuls and convolutions at the
 //! lecture's shapes, and one step of each model split into forward, backward and update.
 //!
-//! `cargo bench -p mnist_lab --bench ops` prints milliseconds per call and GFLOP/s.
+//! `cargo bench -p mnist_lab --bench ops [matmul|conv|step|batch]` prints milliseconds per
+//! call (median of the repeats) and GFLOP/s. `OPS_SQUARE=1` times 1024 and 2048 square
+//! matmuls instead of the lecture's shapes; `GEMM_THREADING`, `GEMM_RHS_PACK`,
+//! `GEMM_LHS_PACK1` and `GEMM_LHS_PACKN` set gemm's thresholds (see bench/README.md).
 
 use std::time::Instant;
 

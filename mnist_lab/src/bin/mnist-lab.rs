@@ -254,12 +254,12 @@ fn bench(args: BenchArgs) -> Result<()> {
         BenchConfig::quick()
     } else {
         BenchConfig {
-            batch_size: args.batch_size,
             warmup_steps: args.warmup_steps,
             runs: args.runs,
             ..BenchConfig::default()
         }
     };
+    config.batch_size = args.batch_size;
     if !args.models.is_empty() {
         config.models = args.models;
     }
