@@ -109,16 +109,16 @@ fn run(args: &[String]) -> Result {
     let project = Project::find();
     match task.as_str() {
         "lab" => {
-            let tools = setup::setup(&project, true)?;
+            let tools = setup::setup(&project, setup::Warm::IfNeeded)?;
             if options.no_open {
                 return Ok(());
             }
             setup::open_lab(&project, &tools, &options)
         }
-        "setup" => setup::setup(&project, true).map(|_| ()),
+        "setup" => setup::setup(&project, setup::Warm::Always).map(|_| ()),
         "test" => test(&project, &options),
         "notebooks" => {
-            let tools = setup::setup(&project, false)?;
+            let tools = setup::setup(&project, setup::Warm::Never)?;
             notebooks::run(&project, &tools, &options)
         }
         "strip" => {
@@ -177,7 +177,7 @@ fn test(project: &Project, options: &Options) -> Result {
         return Ok(());
     }
     println!("\n== notebooks");
-    let tools = setup::setup(project, false)?;
+    let tools = setup::setup(project, setup::Warm::Never)?;
     notebooks::run(project, &tools, options)
 }
 

@@ -22,16 +22,33 @@ pub struct Tools {
     pub python: PathBuf,
 }
 
-/// Sets everything up; with `warm`, also builds the kernel's dependencies and times a fresh
-/// kernel's first cell.
-pub fn setup(project: &Project, warm: bool) -> Result<Tools> {
+/// When the set-up builds the kernel's dependencies (and times a fresh kernel).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    /// Every time (`cargo xtask setup`).
+    Always,
+    /// When no build is there yet (`cargo xtask lab`: quick the second time).
+    IfNeeded,
+    /// Never (the notebook runner builds on its first kernel anyway).
+    Never,
+}
+
+/// Sets everything up, building the kernel's dependencies as `warm` says.
+pub fn setup(project: &Project, warm: Warm) -> Result<Tools> {
     let started = Instant::now();
     let evcxr = ensure_evcxr()?;
     ensure_rust_src();
     let tools = setup_python(project)?;
     write_kernel(project, &tools.python, &evcxr)?;
     write_build_template(project)?;
-    if warm {
+    let built = project.evcxr_dir().join("slot-0/kernel/target").is_dir();
+    if warm == Warm::IfNeeded && built {
+        println!(
+            "setup: the kernel's build is there (after changing mnist_lab or its dependencies, \
+             `cargo xtask setup` rebuilds it ahead of the first cell)"
+        );
+    }
+    if warm == Warm::Always || (warm == Warm::IfNeeded && !built) {
         warm_up(project, &tools)?;
         println!(
             "setup: done in {:.0} s. Kernel \"Rust (mnist_lab)\" in {}",
@@ -297,6 +314,10 @@ pub fn open_lab(project: &Project, tools: &Tools, options: &Options) -> Result {
             project.notebooks().display()
         ))
         .env("JUPYTER_PATH", crate::notebooks::jupyter_path(project));
+    if running_as_root() {
+        // JupyterLab refuses root without this (containers, CI images).
+        command.arg("--allow-root");
+    }
     if let Some(data) = &options.data {
         command.env("MNIST_LAB_DATA", absolute(data)?);
     }
@@ -304,6 +325,14 @@ pub fn open_lab(project: &Project, tools: &Tools, options: &Options) -> Result {
         "lab: opening JupyterLab on notebooks/ (kernel \"Rust (mnist_lab)\"); stop it with Ctrl+C"
     );
     run(&mut command, "jupyter lab")
+}
+
+fn running_as_root() -> bool {
+    cfg!(unix)
+        && Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 /// Runs `command`, its output going to ours; an error names `what` when it fails.
