@@ -116,10 +116,26 @@ fn ensure_rust_src() {
         return;
     }
     println!("setup: adding the rust-src component (evcxr reads std's sources to infer types)");
+    // Bounded: on a machine that cannot reach rustup's server this must not hang the set-up.
     let added = Command::new("rustup")
         .args(["component", "add", "rust-src"])
-        .status()
-        .is_ok_and(|s| s.success());
+        .spawn()
+        .is_ok_and(|mut child| {
+            let deadline = Instant::now() + std::time::Duration::from_secs(180);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(200))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                }
+            }
+        });
     if !added {
         println!(
             "setup: warning: could not add rust-src; install it (`rustup component add rust-src`, \
