@@ -13,6 +13,7 @@ A notebook fails when
   returned with `?`; cargo's "Compiling ..." lines excepted) or panics ("panicked at", or
   the short message of mnist_lab's panic hook). A cell tagged `raises-exception` must fail
   instead (and without a backtrace), and the notebook goes on;
+- a chart shows as text (its Debug form) instead of an image;
 - it does not show what its metadata `mnist_lab.expect` lists, by default
   "loss plot" (an SVG with "Training loss" in it) and "accuracy line"
   ("Accuracy of the network on the N test images: X %"); "text:..." entries must appear in
@@ -23,7 +24,6 @@ Exit status: 0 when every notebook passed.
 """
 
 import argparse
-import json
 import os
 import re
 import sys
