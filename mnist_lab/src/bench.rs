@@ -33,9 +33,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
-use crate::models::{
-    Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig, ModelKind,
-};
+use crate::models::{Classifier, ModelKind, ModelTask};
 use crate::train::{count_correct, on_pool, sgd_step};
 use crate::{Error, Result};
 
@@ -256,37 +254,12 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
     let mut models = Vec::with_capacity(config.models.len());
     for &kind in &config.models {
         crate::train::seed(device, config.seed);
-        let (h, c) = (config.hidden_size, 10);
-        let mut result = match kind {
-            ModelKind::Fc => bench_model(
-                FcNetConfig::new(784, h, c).init(device),
-                kind,
-                data,
-                config,
-                device,
-            ),
-            ModelKind::FcRelu => bench_model(
-                FcReluNetConfig::new(784, h, c).init(device),
-                kind,
-                data,
-                config,
-                device,
-            ),
-            ModelKind::Conv => bench_model(
-                ConvNetConfig::new(h, c).init(device),
-                kind,
-                data,
-                config,
-                device,
-            ),
-            ModelKind::Conv2 => bench_model(
-                Conv2NetConfig::new(h, c).init(device),
-                kind,
-                data,
-                config,
-                device,
-            ),
-        }?;
+        let task = Measure {
+            data,
+            config,
+            device,
+        };
+        let mut result = kind.build(784, config.hidden_size, 10, device, task)?;
         result.train_percent_of_peak = config
             .peak_gflops
             .filter(|&p| p > 0.0)
@@ -355,14 +328,24 @@ fn loader(split: &Split, batch_size: usize, shuffle: Option<u64>, device: &Devic
 type LoaderArc = std::sync::Arc<dyn DataLoader<MnistBatch>>;
 
 /// Measures one model, on a thread of the CPU backend's pool as `train::train` runs.
-fn bench_model<M: Classifier>(
-    model: M,
-    kind: ModelKind,
-    data: &Mnist,
-    config: &BenchConfig,
-    device: &Device,
-) -> Result<ModelBench> {
-    on_pool(move || measure(model, kind, data, config, device))
+/// Measures whichever model [`ModelKind::build`] makes, on the backend's thread pool.
+struct Measure<'a> {
+    data: &'a Mnist,
+    config: &'a BenchConfig,
+    device: &'a Device,
+}
+
+impl ModelTask for Measure<'_> {
+    type Output = Result<ModelBench>;
+
+    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output {
+        let Measure {
+            data,
+            config,
+            device,
+        } = self;
+        on_pool(move || measure(model, kind, data, config, device))
+    }
 }
 
 fn measure<M: Classifier>(

@@ -84,6 +84,27 @@ impl ModelKind {
         }
     }
 
+    /// Builds this model with freshly initialised weights on `device` and hands it to
+    /// `task`, whatever its concrete type (a closure cannot be generic, a trait can).
+    pub fn build<T: ModelTask>(
+        self,
+        input_size: usize,
+        hidden_size: usize,
+        num_classes: usize,
+        device: &Device,
+        task: T,
+    ) -> T::Output {
+        let (h, c) = (hidden_size, num_classes);
+        match self {
+            ModelKind::Fc => task.run(FcNetConfig::new(input_size, h, c).init(device), self),
+            ModelKind::FcRelu => {
+                task.run(FcReluNetConfig::new(input_size, h, c).init(device), self)
+            }
+            ModelKind::Conv => task.run(ConvNetConfig::new(h, c).init(device), self),
+            ModelKind::Conv2 => task.run(Conv2NetConfig::new(h, c).init(device), self),
+        }
+    }
+
     /// Multiply-accumulates in one image's forward pass (for GFLOP/s figures).
     pub fn forward_macs(self, hidden_size: usize) -> u64 {
         let h = hidden_size as u64;
@@ -94,6 +115,14 @@ impl ModelKind {
             ModelKind::Conv2 => 10 * 22 * 22 * 49 + 55 * 21 * 21 * 10 * 4 + mlp(24255),
         }
     }
+}
+
+/// Work done on a lecture model built by [`ModelKind::build`].
+pub trait ModelTask {
+    /// What the work returns.
+    type Output;
+    /// Does the work on `model`, which is of kind `kind`.
+    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output;
 }
 
 impl std::fmt::Display for ModelKind {

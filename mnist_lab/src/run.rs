@@ -8,9 +8,7 @@ use burn::tensor::Device;
 
 use crate::Result;
 use crate::data::Mnist;
-use crate::models::{
-    Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig, ModelKind,
-};
+use crate::models::{Classifier, ModelKind, ModelTask};
 use crate::train::{self, TrainingConfig, TrainingReport, thousands};
 
 /// The lecture's runs, in its order: each model for 3 epochs, then conv2 for 10.
@@ -33,36 +31,27 @@ pub fn run_model(
 ) -> Result<TrainingReport> {
     config.validate()?;
     train::seed(device, config.seed);
+    let fit = Fit {
+        data,
+        config,
+        device,
+    };
     let (h, c) = (config.hidden_size, config.num_classes);
-    match kind {
-        ModelKind::Fc => fit(
-            FcNetConfig::new(config.input_size, h, c).init(device),
-            kind,
-            data,
-            config,
-            device,
-        ),
-        ModelKind::FcRelu => fit(
-            FcReluNetConfig::new(config.input_size, h, c).init(device),
-            kind,
-            data,
-            config,
-            device,
-        ),
-        ModelKind::Conv => fit(
-            ConvNetConfig::new(h, c).init(device),
-            kind,
-            data,
-            config,
-            device,
-        ),
-        ModelKind::Conv2 => fit(
-            Conv2NetConfig::new(h, c).init(device),
-            kind,
-            data,
-            config,
-            device,
-        ),
+    kind.build(config.input_size, h, c, device, fit)
+}
+
+/// Trains and evaluates whichever model [`ModelKind::build`] makes.
+struct Fit<'a> {
+    data: &'a Mnist,
+    config: &'a TrainingConfig,
+    device: &'a Device,
+}
+
+impl ModelTask for Fit<'_> {
+    type Output = Result<TrainingReport>;
+
+    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output {
+        fit(model, kind, self.data, self.config, self.device)
     }
 }
 
