@@ -10,9 +10,9 @@
 //!
 //! As in the lecture, no ReLU follows the convolutions.
 
+use crate::nn::{Conv2d, Conv2dConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;

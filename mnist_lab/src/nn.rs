@@ -1,0 +1,341 @@
+//! The lecture's convolution layer: Burn's `Conv2d`, with a faster CPU path for a first layer.
+//!
+//! [`Conv2dConfig`] and [`Conv2d`] have the fields, defaults, initialisation and results of
+//! `burn::nn::conv::{Conv2dConfig, Conv2d}`, so a model cell reads exactly as it would with
+//! Burn's: `Conv2dConfig::new([1, 10], [7, 7]).init(device)` and `self.conv1.forward(x)`.
+//! The difference is speed on the CPU backend. When the input is not part of the gradient
+//! graph (the images themselves, as for the lecture's `conv1`) and the convolution has stride
+//! 1, no padding, no dilation and one group, [`Conv2d::forward`] lays the image patches out
+//! as columns (im2col) and multiplies them with the filters in one batched matmul. Burn's
+//! autodiff then differentiates that matmul for the weight gradient. On two cores this takes
+//! conv1 of models 3 and 4 (1 -> 10 channels, 7 x 7, batch 100) from about 7 ms to 2 ms per
+//! training step, forward and backward (`cargo bench -p mnist_lab --bench ops conv`).
+//! Every other case, and every other device, is Burn's own `conv2d`.
+
+use burn::config::Config;
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+
+/// The most values the column matrix of the im2col path may hold (64 MiB of `f32`); a larger
+/// input takes Burn's `conv2d` instead.
+const MAX_COLUMN_VALUES: usize = 16 * 1024 * 1024;
+
+/// Configuration of a [`Conv2d`] layer, field for field Burn's `Conv2dConfig`.
+///
+/// ```
+/// use mnist_lab::prelude::*;
+///
+/// let device = mnist_lab::device::cpu();
+/// let conv1 = Conv2dConfig::new([1, 10], [7, 7]).init(&device);
+/// let images = Tensor::<4>::zeros([2, 1, 28, 28], &device);
+/// assert_eq!(conv1.forward(images).dims(), [2, 10, 22, 22]); // 28 - 7 + 1 = 22
+/// ```
+#[derive(Config, Debug)]
+pub struct Conv2dConfig {
+    /// Input and output channels: `[in, out]`.
+    pub channels: [usize; 2],
+    /// Kernel height and width.
+    pub kernel_size: [usize; 2],
+    /// Step between two applications of the kernel.
+    #[config(default = "[1, 1]")]
+    pub stride: [usize; 2],
+    /// Spacing between kernel elements.
+    #[config(default = "[1, 1]")]
+    pub dilation: [usize; 2],
+    /// Number of channel groups.
+    #[config(default = "1")]
+    pub groups: usize,
+    /// Padding around the input.
+    #[config(default = "PaddingConfig2d::Valid")]
+    pub padding: PaddingConfig2d,
+    /// Whether the layer adds a bias per output channel.
+    #[config(default = true)]
+    pub bias: bool,
+    /// How the weights and bias start.
+    #[config(default = "Initializer::KaimingUniform{gain:1.0/3.0f64.sqrt(),fan_out_only:false}")]
+    pub initializer: Initializer,
+}
+
+/// A 2-D convolution: Burn's `Conv2d` (same fields and parameters), with the im2col path
+/// described in [the module docs](self).
+#[derive(Module, Debug)]
+#[module(custom_display)]
+pub struct Conv2d {
+    /// Filters: `[channels_out, channels_in / groups, kernel_h, kernel_w]`.
+    pub weight: Param<Tensor<4>>,
+    /// One bias per output channel, if the layer has one.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Step between two applications of the kernel.
+    pub stride: [usize; 2],
+    /// Kernel height and width.
+    pub kernel_size: [usize; 2],
+    /// Spacing between kernel elements.
+    pub dilation: [usize; 2],
+    /// Number of channel groups.
+    pub groups: usize,
+    /// Padding around the input.
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
+}
+
+impl Conv2dConfig {
+    /// Builds the layer on `device`, drawing its weights exactly as Burn's `Conv2dConfig` does.
+    pub fn init(&self, device: &Device) -> Conv2d {
+        let burn::nn::conv::Conv2d {
+            weight,
+            bias,
+            stride,
+            kernel_size,
+            dilation,
+            groups,
+            padding,
+        } = burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
+            .with_stride(self.stride)
+            .with_dilation(self.dilation)
+            .with_groups(self.groups)
+            .with_padding(self.padding.clone())
+            .with_bias(self.bias)
+            .with_initializer(self.initializer.clone())
+            .init(device);
+        Conv2d {
+            weight,
+            bias,
+            stride,
+            kernel_size,
+            dilation,
+            groups,
+            padding,
+        }
+    }
+}
+
+impl From<burn::nn::conv::Conv2d> for Conv2d {
+    fn from(layer: burn::nn::conv::Conv2d) -> Self {
+        Self {
+            weight: layer.weight,
+            bias: layer.bias,
+            stride: layer.stride,
+            kernel_size: layer.kernel_size,
+            dilation: layer.dilation,
+            groups: layer.groups,
+            padding: layer.padding,
+        }
+    }
+}
+
+impl ModuleDisplay for Conv2d {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [channels_out, group_channels_in, _, _] = self.weight.dims();
+        content
+            .add("ch_in", &format!("{}", group_channels_in * self.groups))
+            .add("ch_out", &format!("{channels_out}"))
+            .add("stride", &format!("{:?}", self.stride))
+            .add("kernel_size", &format!("{:?}", self.kernel_size))
+            .add("dilation", &format!("{:?}", self.dilation))
+            .add("groups", &self.groups)
+            .add_debug_attribute("padding", &self.padding)
+            .optional()
+    }
+}
+
+impl Conv2d {
+    /// Applies the convolution: `[batch, channels_in, height, width]` in,
+    /// `[batch, channels_out, height_out, width_out]` out.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        if self.takes_im2col_path(&input) {
+            self.forward_im2col(input)
+        } else {
+            self.as_burn().forward(input)
+        }
+    }
+
+    /// The same layer as Burn's `Conv2d`, sharing these parameters (gradients included).
+    pub fn as_burn(&self) -> burn::nn::conv::Conv2d {
+        burn::nn::conv::Conv2d {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            stride: self.stride,
+            kernel_size: self.kernel_size,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding.clone(),
+        }
+    }
+
+    /// Whether `input` goes through the im2col path.
+    fn takes_im2col_path(&self, input: &Tensor<4>) -> bool {
+        let [batch, channels, height, width] = input.dims();
+        let [_, weight_channels, kh, kw] = self.weight.dims();
+        let unpadded = matches!(
+            self.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        );
+        let plain =
+            unpadded && self.stride == [1, 1] && self.dilation == [1, 1] && self.groups == 1;
+        let fits = channels == weight_channels && height >= kh && width >= kw;
+        plain
+            && fits
+            && !input.is_tracked()
+            && is_flex(&input.device())
+            && batch * channels * kh * kw * (height - kh + 1) * (width - kw + 1)
+                <= MAX_COLUMN_VALUES
+    }
+
+    /// The convolution as one batched matmul of the filters with the image patches.
+    fn forward_im2col(&self, input: Tensor<4>) -> Tensor<4> {
+        let [batch, channels, height, width] = input.dims();
+        let [channels_out, _, kh, kw] = self.weight.dims();
+        let (height_out, width_out) = (height - kh + 1, width - kw + 1);
+        // [batch, channels, height_out, width_out, kh, kw], a view on the input ...
+        let patches: Tensor<5> = input.unfold::<5, usize>(2, kh, 1);
+        let patches: Tensor<6> = patches.unfold::<6, usize>(3, kw, 1);
+        // ... copied once into [batch, channels * kh * kw, height_out * width_out].
+        let columns: Tensor<3> = patches.permute([0, 1, 4, 5, 2, 3]).reshape([
+            batch,
+            channels * kh * kw,
+            height_out * width_out,
+        ]);
+        let filters: Tensor<3> = self
+            .weight
+            .val()
+            .reshape([1, channels_out, channels * kh * kw]);
+        let mut output: Tensor<3> = filters.matmul(columns);
+        if let Some(bias) = &self.bias {
+            output = output + bias.val().reshape([1, channels_out, 1]);
+        }
+        output.reshape([batch, channels_out, height_out, width_out])
+    }
+}
+
+/// Whether `device` is the `flex` CPU backend, where the im2col path was measured.
+fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    fn max_abs<const D: usize>(a: Tensor<D>) -> f32 {
+        a.abs().max().into_scalar()
+    }
+
+    /// Both layers start from the same parameters: ours, and Burn's holding a copy of them.
+    fn pair(config: &Conv2dConfig, device: &Device) -> (Conv2d, burn::nn::conv::Conv2d) {
+        let ours = config.init(device);
+        let theirs = burn::nn::conv::Conv2d {
+            weight: Param::from_tensor(ours.weight.val()),
+            bias: ours.bias.as_ref().map(|b| Param::from_tensor(b.val())),
+            ..ours.as_burn()
+        };
+        (ours, theirs)
+    }
+
+    #[test]
+    fn im2col_path_matches_burn_forward_and_gradients() {
+        let device = crate::device::cpu().autodiff();
+        crate::train::seed(&device, 7);
+        for (c_in, c_out, k, side) in [(1, 10, 7, 28), (3, 4, 3, 9), (2, 5, 2, 6)] {
+            let config = Conv2dConfig::new([c_in, c_out], [k, k]);
+            let (ours, theirs) = pair(&config, &device);
+            let x = Tensor::<4>::random([5, c_in, side, side], Distribution::Default, &device);
+            assert!(
+                ours.takes_im2col_path(&x),
+                "{c_in}->{c_out} k{k} takes the im2col path"
+            );
+            let out = side - k + 1;
+            let g = Tensor::<4>::random([5, c_out, out, out], Distribution::Default, &device);
+            let y_ours = ours.forward(x.clone());
+            let y_theirs = theirs.forward(x.clone());
+            assert_eq!(y_ours.dims(), y_theirs.dims());
+            let scale = max_abs(y_theirs.clone());
+            assert!(max_difference(y_ours.clone(), y_theirs.clone()) <= 1e-5 * scale.max(1.0));
+
+            let grads_ours = (y_ours * g.clone()).sum().backward();
+            let grads_theirs = (y_theirs * g).sum().backward();
+            let w_ours = ours.weight.val().grad(&grads_ours).unwrap();
+            let w_theirs = theirs.weight.val().grad(&grads_theirs).unwrap();
+            let scale = max_abs(w_theirs.clone());
+            assert!(max_difference(w_ours, w_theirs) <= 1e-5 * scale.max(1.0));
+            let b_ours = ours.bias.as_ref().unwrap().val().grad(&grads_ours).unwrap();
+            let b_theirs = theirs.bias.as_ref().unwrap().val().grad(&grads_theirs);
+            let b_theirs = b_theirs.unwrap();
+            let scale = max_abs(b_theirs.clone());
+            assert!(max_difference(b_ours, b_theirs) <= 1e-5 * scale.max(1.0));
+        }
+    }
+
+    #[test]
+    fn other_cases_are_burns_conv2d() {
+        let device = crate::device::cpu().autodiff();
+        crate::train::seed(&device, 8);
+        let configs = [
+            Conv2dConfig::new([2, 3], [3, 3]).with_padding(PaddingConfig2d::Same),
+            Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 2]),
+            Conv2dConfig::new([2, 4], [2, 2]).with_groups(2),
+            Conv2dConfig::new([2, 3], [3, 3]).with_bias(false),
+        ];
+        for config in configs {
+            let (ours, theirs) = pair(&config, &device);
+            let x = Tensor::<4>::random([3, 2, 8, 8], Distribution::Default, &device);
+            let y_ours = ours.forward(x.clone());
+            let y_theirs = theirs.forward(x);
+            assert_eq!(y_ours.dims(), y_theirs.dims());
+            assert!(max_difference(y_ours, y_theirs) <= 1e-6, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn a_tracked_input_takes_burns_path() {
+        let device = crate::device::cpu().autodiff();
+        let conv = Conv2dConfig::new([2, 3], [2, 2]).init(&device);
+        let images = Tensor::<4>::ones([1, 2, 5, 5], &device);
+        assert!(conv.takes_im2col_path(&images));
+        assert!(!conv.takes_im2col_path(&images.require_grad()));
+    }
+
+    #[test]
+    fn initialisation_matches_burns_config() {
+        let device = crate::device::cpu();
+        // Parameters are drawn on first use, so each layer's are drawn right after its seed.
+        crate::train::seed(&device, 9);
+        let ours = Conv2dConfig::new([1, 10], [7, 7]).init(&device);
+        let _ = (ours.weight.val(), ours.bias.as_ref().map(|b| b.val()));
+        crate::train::seed(&device, 9);
+        let theirs = burn::nn::conv::Conv2dConfig::new([1, 10], [7, 7]).init(&device);
+        let _ = (theirs.weight.val(), theirs.bias.as_ref().map(|b| b.val()));
+        assert_eq!(max_difference(ours.weight.val(), theirs.weight.val()), 0.0);
+        assert_eq!(ours.num_params(), theirs.num_params());
+        let from: Conv2d = theirs.into();
+        assert_eq!(max_difference(ours.weight.val(), from.weight.val()), 0.0);
+    }
+
+    #[test]
+    fn shows_like_burns_layer() {
+        let device = crate::device::cpu();
+        let shown = format!("{}", Conv2dConfig::new([1, 10], [7, 7]).init(&device));
+        assert!(shown.contains("ch_in: 1"), "{shown}");
+        assert!(shown.contains("ch_out: 10"), "{shown}");
+        assert!(shown.contains("kernel_size: [7, 7]"), "{shown}");
+    }
+}
