@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -97,42 +98,52 @@ fn step<M: Classifier>(name: &str, model: M, macs: f64, device: &burn::tensor::D
 }
 
 fn convs(device: &burn::tensor::Device) {
-    use burn::nn::conv::Conv2dConfig;
     let ad = device.clone().autodiff();
-    // (batch, in channels, side, out channels, kernel): conv1 and conv2 of the lecture.
+    // (in channels, side, out channels, kernel): conv1 and conv2 of the lecture, batch 100,
+    // through Burn's Conv2d and through mnist_lab's (its im2col path when x is not tracked).
     for (c_in, side, c_out, k) in [(1, 28, 10, 7), (10, 22, 55, 2)] {
-        let conv = Conv2dConfig::new([c_in, c_out], [k, k]).init(&ad);
+        let ours = mnist_lab::nn::Conv2dConfig::new([c_in, c_out], [k, k]).init(&ad);
+        let burns = ours.as_burn();
         let out = side - k + 1;
         let macs = (100 * c_out * out * out * c_in * k * k) as f64;
         let x = Tensor::<4>::random([100, c_in, side, side], Distribution::Default, &ad);
+        let xt = x.clone().require_grad();
+        // Forward alone is timed without autodiff, as evaluation runs it.
+        let (ours_valid, burns_valid, x_valid) = (ours.valid(), burns.valid(), x.clone().inner());
         time(
-            &format!("conv {c_in}->{c_out} k{k} forward"),
+            &format!("burn      conv {c_in}->{c_out} k{k} forward"),
             2.0 * macs,
             20,
             || {
-                let _ = conv.forward(x.clone());
+                let _ = burns_valid.forward(x_valid.clone());
             },
         );
-        let xt = x.clone().require_grad();
         time(
-            &format!("conv {c_in}->{c_out} k{k} fwd+bwd (x, w, b)"),
-            6.0 * macs,
-            10,
+            &format!("mnist_lab conv {c_in}->{c_out} k{k} forward"),
+            2.0 * macs,
+            20,
             || {
-                let y = conv.forward(xt.clone());
-                let _ = y.sum().backward();
+                let _ = ours_valid.forward(x_valid.clone());
             },
         );
-        let xn = x.clone();
-        time(
-            &format!("conv {c_in}->{c_out} k{k} fwd+bwd (w, b)"),
-            4.0 * macs,
-            10,
-            || {
-                let y = conv.forward(xn.clone());
-                let _ = y.sum().backward();
-            },
-        );
+        let forwards: [(&str, &dyn Fn(Tensor<4>) -> Tensor<4>); 2] = [
+            ("burn", &|x| burns.forward(x)),
+            ("mnist_lab", &|x| ours.forward(x)),
+        ];
+        for (name, forward) in forwards {
+            let label = format!("{name:9} conv {c_in}->{c_out} k{k}");
+            time(
+                &format!("{label} fwd+bwd (x, w, b)"),
+                6.0 * macs,
+                10,
+                || {
+                    let _ = forward(xt.clone()).sum().backward();
+                },
+            );
+            time(&format!("{label} fwd+bwd (w, b)"), 4.0 * macs, 10, || {
+                let _ = forward(x.clone()).sum().backward();
+            });
+        }
     }
 }
 
