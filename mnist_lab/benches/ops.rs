@@ -108,6 +108,8 @@ fn convs(device: &burn::tensor::Device) {
         let macs = (100 * c_out * out * out * c_in * k * k) as f64;
         let x = Tensor::<4>::random([100, c_in, side, side], Distribution::Default, &ad);
         let xt = x.clone().require_grad();
+        // A random upstream gradient, as training gives (a plain `sum()` would send ones).
+        let g = Tensor::<4>::random([100, c_out, out, out], Distribution::Default, &ad);
         // Forward alone is timed without autodiff, as evaluation runs it.
         let (ours_valid, burns_valid, x_valid) = (ours.valid(), burns.valid(), x.clone().inner());
         time(
@@ -137,11 +139,11 @@ fn convs(device: &burn::tensor::Device) {
                 6.0 * macs,
                 10,
                 || {
-                    let _ = forward(xt.clone()).sum().backward();
+                    let _ = (forward(xt.clone()) * g.clone()).sum().backward();
                 },
             );
             time(&format!("{label} fwd+bwd (w, b)"), 4.0 * macs, 10, || {
-                let _ = forward(x.clone()).sum().backward();
+                let _ = (forward(x.clone()) * g.clone()).sum().backward();
             });
         }
     }
