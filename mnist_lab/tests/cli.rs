@@ -79,7 +79,12 @@ fn train_writes_a_json_report() {
     assert_eq!(report["learning_rate"], 0.05);
     assert_eq!(report["seed"], 42);
     assert_eq!(report["test_total"], 100);
-    assert_eq!(report["device"], "cpu (flex)");
+    let cpu = if cfg!(feature = "flex") {
+        "cpu (flex)"
+    } else {
+        "cpu (ndarray)"
+    };
+    assert_eq!(report["device"], cpu);
     assert_eq!(report["losses"].as_array().unwrap().len(), 6);
     assert_eq!(report["epoch_seconds"].as_array().unwrap().len(), 2);
     let accuracy = report["test_accuracy"].as_f64().unwrap();
