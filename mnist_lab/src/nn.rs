@@ -86,31 +86,15 @@ pub struct Conv2d {
 impl Conv2dConfig {
     /// Builds the layer on `device`, drawing its weights exactly as Burn's `Conv2dConfig` does.
     pub fn init(&self, device: &Device) -> Conv2d {
-        let burn::nn::conv::Conv2d {
-            weight,
-            bias,
-            stride,
-            kernel_size,
-            dilation,
-            groups,
-            padding,
-        } = burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
+        burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
             .with_stride(self.stride)
             .with_dilation(self.dilation)
             .with_groups(self.groups)
             .with_padding(self.padding.clone())
             .with_bias(self.bias)
             .with_initializer(self.initializer.clone())
-            .init(device);
-        Conv2d {
-            weight,
-            bias,
-            stride,
-            kernel_size,
-            dilation,
-            groups,
-            padding,
-        }
+            .init(device)
+            .into()
     }
 }
 
