@@ -152,6 +152,10 @@ impl TrainingReport {
 
 /// Seeds the random number generator that initialises weights on `device`, so that a model
 /// created next is the same every run.
+///
+/// In an evcxr notebook, call it in the cell that creates the model: evcxr builds each cell
+/// as its own library with its own copy of Burn, so the generator a cell seeds is that
+/// cell's, and a model built in a later cell would draw from an unseeded one.
 pub fn seed(device: &Device, seed: u64) {
     device.seed(seed);
 }
