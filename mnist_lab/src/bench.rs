@@ -26,15 +26,15 @@
 
 use std::time::Instant;
 
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataloader::DataLoader;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::SgdConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
+use crate::data::{Mnist, MnistBatch};
 use crate::models::{Classifier, ModelKind, ModelTask};
-use crate::train::{count_correct, on_pool, sgd_step};
+use crate::train::{count_correct, loader, on_pool, sgd_step};
 use crate::{Error, Result};
 
 /// What to measure, and how long.
@@ -314,21 +314,8 @@ impl<'a> Batches<'a> {
     }
 }
 
-fn loader(split: &Split, batch_size: usize, shuffle: Option<u64>, device: &Device) -> LoaderArc {
-    let builder = DataLoaderBuilder::new(MnistBatcher)
-        .batch_size(batch_size)
-        .set_device(device.clone());
-    match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    }
-    .build(split.clone())
-}
-
-type LoaderArc = std::sync::Arc<dyn DataLoader<MnistBatch>>;
-
-/// Measures one model, on a thread of the CPU backend's pool as `train::train` runs.
-/// Measures whichever model [`ModelKind::build`] makes, on the backend's thread pool.
+/// Measures whichever model [`ModelKind::build`] makes, on the CPU backend's thread pool as
+/// `train::train` runs.
 struct Measure<'a> {
     data: &'a Mnist,
     config: &'a BenchConfig,

@@ -11,16 +11,17 @@
 //! and [`evaluate`] prints
 //! `Accuracy of the network on the 10000 test images: 86.3 %`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Mnist, MnistBatch, MnistBatcher};
+use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
 use crate::models::Classifier;
 use crate::{Error, Result, check};
 
@@ -231,11 +232,12 @@ fn train_loop<M: Classifier>(
 ) -> Result<(M, TrainingReport)> {
     let train_device = device.clone().autodiff();
     let mut model = model.fork(&train_device).train();
-    let loader = DataLoaderBuilder::new(MnistBatcher)
-        .batch_size(config.batch_size)
-        .shuffle(config.seed)
-        .set_device(train_device.clone())
-        .build(data.train.clone());
+    let loader = loader(
+        &data.train,
+        config.batch_size,
+        Some(config.seed),
+        &train_device,
+    );
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let mut optimizer = SgdConfig::new().init();
 
@@ -316,6 +318,24 @@ fn train_loop<M: Classifier>(
     Ok((model, report))
 }
 
+/// Batches of `split` on `device`, reshuffled each pass when `shuffle` holds a seed.
+/// [`train`], [`evaluate`] and the benchmark all load through this.
+pub(crate) fn loader(
+    split: &Split,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    device: &Device,
+) -> Arc<dyn DataLoader<MnistBatch>> {
+    let builder = DataLoaderBuilder::new(MnistBatcher)
+        .batch_size(batch_size)
+        .set_device(device.clone());
+    match shuffle {
+        Some(seed) => builder.shuffle(seed),
+        None => builder,
+    }
+    .build(split.clone())
+}
+
 /// One step of plain SGD on `batch`: forward, cross-entropy loss, backward, update.
 ///
 /// Returns the updated model and the batch's loss. A loss that is not finite is returned
@@ -359,10 +379,7 @@ fn evaluate_loop<M: Classifier>(
     config: &TrainingConfig,
     device: &Device,
 ) -> Result<f64> {
-    let loader = DataLoaderBuilder::new(MnistBatcher)
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(data.test.clone());
+    let loader = loader(&data.test, config.batch_size, None, device);
     let (mut correct, mut total) = (0i64, 0usize);
     for batch in loader.iter() {
         let batch: MnistBatch = batch.map_err(|e| Error::Device {
