@@ -1,6 +1,6 @@
 //! Training and evaluation speed of the lecture's models: images per second and GFLOP/s.
 //!
-//! [`bench`] trains each model with the lecture's loop (the same step as
+//! [`bench()`] trains each model with the lecture's loop (the same step as
 //! [`crate::train::train`]: batching, forward, cross-entropy, backward, SGD update and the
 //! per-step loss read-back) and times it: a few untimed warm-up steps, then several timed
 //! runs of a fixed number of steps; each figure is the median of the runs. Evaluation
@@ -168,7 +168,7 @@ pub struct ModelBench {
     pub eval_steps_per_run: usize,
 }
 
-/// What [`bench`] measured, and under which settings.
+/// What [`bench()`] measured, and under which settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     /// `mnist-lab bench`.
