@@ -46,12 +46,12 @@ pub mod prelude {
     pub use crate::models::{
         Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig,
     };
-    pub use crate::nn::{Conv2d, Conv2dConfig};
+    pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
     pub use crate::run::results_table;
     pub use crate::train::{TrainingConfig, TrainingReport, evaluate, train};
     pub use crate::{Error, Result};
     pub use burn::module::Module;
-    pub use burn::nn::{Linear, LinearConfig, Relu};
+    pub use burn::nn::Relu;
     pub use burn::tensor::Tensor;
 }

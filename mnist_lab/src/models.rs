@@ -10,10 +10,10 @@
 //!
 //! As in the lecture, no ReLU follows the convolutions.
 
-use crate::nn::{Conv2d, Conv2dConfig};
+use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
 use serde::Serialize;
