@@ -12,20 +12,29 @@
 //! its backward writes the input, weight and bias gradients once each, skipping the input's
 //! when the input needs none (the images). Burn's matmul zero-fills each output and then
 //! copies it into an aligned buffer; the 4840 x 600 weight gradient of model 3's `fc1` alone
-//! is 11.6 MB. Training is 8 to 14 % faster on all four models (`mnist-lab bench`, two cores).
+//! is 11.6 MB. This made training 8 to 14 % faster on all four models (`mnist-lab bench`).
 //!
-//! **Conv2d.** When the input is not part of the gradient graph (the images themselves, as
-//! for the lecture's `conv1`) and the convolution has stride 1, no padding, no dilation and
-//! one group, [`Conv2d::forward`] lays the image patches out as columns (im2col) and
-//! multiplies them with the filters in one batched matmul. Burn's autodiff then
-//! differentiates that matmul for the weight gradient. On two cores this takes conv1 of
-//! models 3 and 4 (1 -> 10 channels, 7 x 7, batch 100) from 5.5 to 8.3 ms to 1.7 ms per
-//! training step (forward, weight and bias gradients), and its forward alone from 2.2 ms to
-//! 0.7 ms (`cargo bench -p mnist_lab --bench ops conv`).
+//! **Conv2d.** For a convolution with stride 1, no padding, no dilation, one group and a
+//! bias (both of the lecture's), on an `f32` input, [`Conv2d::forward`] is one hand-written
+//! backend op too: each image's patches are copied into a column matrix (im2col) and one gemm
+//! multiplies the filters with it onto the bias rows, images in parallel. The backward
+//! builds the columns again and gives the weight gradient as gemms summed over the images,
+//! the bias gradient as sums, and, when the input needs one (conv2's, in training), the input
+//! gradient as `weight^T @ grad` added back onto the pixels (col2im). Burn's flex kernels take
+//! a generic path for these small-channel shapes (a direct forward at 21 GFLOP/s, a
+//! transposed convolution for the input gradient). `cargo bench -p mnist_lab --bench ops conv`
+//! on two cores, batch 100, Burn's layer against this one:
 //!
-//! Every other case (inputs of other ranks or dtypes, a layer without bias, an input to a
-//! convolution that needs its own gradient, as conv2's does in training, padding, strides,
-//! groups) and every other device is Burn's own `linear` or `conv2d`.
+//! | layer | forward | forward + backward (weight, bias) | forward + backward (input too) |
+//! |---|---:|---:|---:|
+//! | conv1, 1 -> 10, 7 x 7 on 28 x 28 | 2.25 -> 0.49 ms | 5.4 -> 1.7 ms | 10.1 -> 2.8 ms |
+//! | conv2, 10 -> 55, 2 x 2 on 22 x 22 | 4.7 -> 1.5 ms | 19.5 -> 5.5 ms | 20.3 -> 7.3 ms |
+//!
+//! Both ops are a Burn backend extension ([`burn::backend::backend_extension`]) with a
+//! hand-written backward step for the autodiff backend. Every other case (other ranks or
+//! dtypes, a layer without bias, padding, strides, dilation, groups) and every other device
+//! is Burn's own `linear` or `conv2d`. The tests hold both paths to Burn's results and
+//! gradients (1e-5 relative), and the lecture's seeded figures are unchanged.
 
 #[cfg(feature = "flex")]
 mod flex_ops;
@@ -36,12 +45,10 @@ pub use linear::{Linear, LinearConfig};
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{Initializer, PaddingConfig2d};
-use burn::tensor::{DType, Device, Tensor, TensorData};
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
+use burn::tensor::{DType, Device, Tensor};
 
-/// The most values the column matrix of the im2col path may hold (64 MiB of `f32`); a larger
-/// input takes Burn's `conv2d` instead.
+/// The most values one image's column matrix may hold on the fused path (64 MiB of `f32`); a
+/// larger image takes Burn's `conv2d` instead.
 const MAX_COLUMN_VALUES: usize = 16 * 1024 * 1024;
 
 /// Configuration of a [`Conv2d`] layer, field for field Burn's `Conv2dConfig`.
@@ -80,7 +87,7 @@ pub struct Conv2dConfig {
     pub initializer: Initializer,
 }
 
-/// A 2-D convolution: Burn's `Conv2d` (same fields and parameters), with the im2col path
+/// A 2-D convolution: Burn's `Conv2d` (same fields and parameters), with the fused path
 /// described in [the module docs](self).
 #[derive(Module, Debug)]
 #[module(custom_display)]
@@ -161,8 +168,8 @@ impl Conv2d {
     /// - output: `[batch, channels_out, height_out, width_out]`, where for stride 1 and no
     ///   padding `height_out = height - kernel_h + 1` (28 - 7 + 1 = 22 for conv1).
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        if self.takes_im2col_path(&input) {
-            self.forward_im2col(input)
+        if self.takes_fused_path(&input) {
+            self.forward_fused(input)
         } else {
             self.as_burn().forward(input)
         }
@@ -181,9 +188,9 @@ impl Conv2d {
         }
     }
 
-    /// Whether `input` goes through the im2col path.
-    fn takes_im2col_path(&self, input: &Tensor<4>) -> bool {
-        let [batch, channels, height, width] = input.dims();
+    /// Whether `input` goes through the fused flex convolution ([`flex_ops`]).
+    fn takes_fused_path(&self, input: &Tensor<4>) -> bool {
+        let [_, channels, height, width] = input.dims();
         let [_, weight_channels, kh, kw] = self.weight.dims();
         let unpadded = matches!(
             self.padding,
@@ -194,81 +201,30 @@ impl Conv2d {
         let fits = channels == weight_channels && height >= kh && width >= kw;
         plain
             && fits
-            && !input.is_tracked()
+            && self.bias.is_some()
+            && input.dtype() == DType::F32
+            && self.weight.val().dtype() == DType::F32
             && is_flex(&input.device())
-            && batch * channels * kh * kw * (height - kh + 1) * (width - kw + 1)
-                <= MAX_COLUMN_VALUES
+            && channels * kh * kw * (height - kh + 1) * (width - kw + 1) <= MAX_COLUMN_VALUES
     }
 
-    /// The convolution as one batched matmul of the filters with the image patches.
-    fn forward_im2col(&self, input: Tensor<4>) -> Tensor<4> {
-        let [batch, channels, height, width] = input.dims();
-        let [channels_out, _, kh, kw] = self.weight.dims();
-        let (height_out, width_out) = (height - kh + 1, width - kw + 1);
-        let columns = im2col(input, [kh, kw]); // [batch, channels * kh * kw, h_out * w_out]
-        let filters: Tensor<3> = self
-            .weight
-            .val()
-            .reshape([1, channels_out, channels * kh * kw]);
-        let mut output: Tensor<3> = filters.matmul(columns); // [batch, channels_out, h_out * w_out]
-        if let Some(bias) = &self.bias {
-            output = output + bias.val().reshape([1, channels_out, 1]);
-        }
-        output.reshape([batch, channels_out, height_out, width_out])
+    /// The convolution as the fused flex op (a layer with a bias; see `takes_fused_path`).
+    #[cfg(feature = "flex")]
+    fn forward_fused(&self, input: Tensor<4>) -> Tensor<4> {
+        use burn::backend::Dispatch;
+        use flex_ops::ConvBackend;
+        let bias = self.bias.as_ref().expect("the fused path needs a bias");
+        Tensor::from_dispatch(<Dispatch as ConvBackend>::fused_conv2d(
+            input.into_dispatch(),
+            self.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+        ))
     }
-}
 
-/// The patches of `input` under a `kernel` moved with stride 1, as columns:
-/// `[batch, channels * kh * kw, height_out * width_out]`, row `(c, i, j)` holding
-/// `input[b, c, y + i, x + j]` at column `y * width_out + x`.
-fn im2col(input: Tensor<4>, [kh, kw]: [usize; 2]) -> Tensor<3> {
-    let [batch, channels, height, width] = input.dims();
-    let (height_out, width_out) = (height - kh + 1, width - kw + 1);
-    let shape = [batch, channels * kh * kw, height_out * width_out];
-    if input.dtype() == DType::F32 {
-        // One pass of row copies straight from the pixels, a batch per task: twice as fast
-        // as Burn's strided copy of the unfolded view below.
-        let device = input.device();
-        let data = input.into_data();
-        if let Ok(pixels) = data.as_slice::<f32>() {
-            let patch_len = shape[1] * shape[2];
-            // Every value is written below, so the buffer is not zeroed first (9.5 MB for conv1).
-            let mut columns: Vec<f32> = Vec::with_capacity(batch * patch_len);
-            let fill = |(b, dst): (usize, &mut [MaybeUninit<f32>])| {
-                for (row, dst) in dst.chunks_exact_mut(shape[2]).enumerate() {
-                    let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-                    for (y, dst) in dst.chunks_exact_mut(width_out).enumerate() {
-                        let start = ((b * channels + c) * height + y + i) * width + j;
-                        dst.write_copy_of_slice(&pixels[start..start + width_out]);
-                    }
-                }
-            };
-            columns.spare_capacity_mut()[..batch * patch_len]
-                .par_chunks_mut(patch_len)
-                .enumerate()
-                .for_each(fill);
-            // SAFETY: `fill` wrote all `batch * patch_len` values: the chunks tile each batch's
-            // `patch_len` exactly (rows of `height_out * width_out`, runs of `width_out`).
-            unsafe { columns.set_len(batch * patch_len) };
-            return Tensor::from_data(TensorData::new(columns, shape), &device);
-        }
-        return im2col_unfold(Tensor::from_data(data, &device), [kh, kw]);
+    #[cfg(not(feature = "flex"))]
+    fn forward_fused(&self, _: Tensor<4>) -> Tensor<4> {
+        unreachable!("the fused path is taken on the flex backend only")
     }
-    im2col_unfold(input, [kh, kw])
-}
-
-/// [`im2col`] through Burn's ops: the unfolded view, copied once.
-fn im2col_unfold(input: Tensor<4>, [kh, kw]: [usize; 2]) -> Tensor<3> {
-    let [batch, channels, height, width] = input.dims();
-    // [batch, channels, height_out, width_out, kh, kw], a view on the input ...
-    let patches: Tensor<5> = input.unfold::<5, usize>(2, kh, 1);
-    let patches: Tensor<6> = patches.unfold::<6, usize>(3, kw, 1);
-    // ... copied into [batch, channels * kh * kw, height_out * width_out].
-    patches.permute([0, 1, 4, 5, 2, 3]).reshape([
-        batch,
-        channels * kh * kw,
-        (height - kh + 1) * (width - kw + 1),
-    ])
 }
 
 /// Whether `device` is the `flex` CPU backend, where the im2col path was measured.
@@ -329,47 +285,50 @@ mod tests {
     }
 
     #[test]
-    fn im2col_path_matches_burn_forward_and_gradients() {
+    fn fused_path_matches_burn_forward_and_gradients() {
         let device = crate::device::cpu().autodiff();
         crate::train::seed(&device, 7);
-        for (c_in, c_out, k, side) in [(1, 10, 7, 28), (3, 4, 3, 9), (2, 5, 2, 6)] {
+        for (c_in, c_out, k, side) in [(1, 10, 7, 28), (10, 55, 2, 22), (3, 4, 3, 9), (2, 5, 2, 6)]
+        {
             let config = Conv2dConfig::new([c_in, c_out], [k, k]);
             let (ours, theirs) = pair(&config, &device);
-            let x = Tensor::<4>::random([5, c_in, side, side], Distribution::Default, &device);
-            // The path is taken on flex only; its arithmetic is checked on any CPU backend.
-            assert_eq!(ours.takes_im2col_path(&x), cfg!(feature = "flex"));
-            let out = side - k + 1;
-            let g = Tensor::<4>::random([5, c_out, out, out], Distribution::Default, &device);
-            let y_ours = ours.forward_im2col(x.clone());
-            let y_theirs = theirs.forward(x.clone());
-            assert_close(y_ours.clone(), y_theirs.clone());
+            for tracked in [false, true] {
+                let x = Tensor::<4>::random([5, c_in, side, side], Distribution::Default, &device);
+                let x = if tracked { x.require_grad() } else { x };
+                // The path is taken on flex only; elsewhere this compares Burn with Burn.
+                assert_eq!(ours.takes_fused_path(&x), cfg!(feature = "flex"));
+                let out = side - k + 1;
+                let g = Tensor::<4>::random([5, c_out, out, out], Distribution::Default, &device);
+                let y_ours = ours.forward(x.clone());
+                let y_theirs = theirs.forward(x.clone());
+                assert_close(y_ours.clone(), y_theirs.clone());
 
-            let grads_ours = (y_ours * g.clone()).sum().backward();
-            let grads_theirs = (y_theirs * g).sum().backward();
-            let w_ours = ours.weight.val().grad(&grads_ours).unwrap();
-            let w_theirs = theirs.weight.val().grad(&grads_theirs).unwrap();
-            assert_close(w_ours, w_theirs);
-            let b_ours = ours.bias.as_ref().unwrap().val().grad(&grads_ours).unwrap();
-            let b_theirs = theirs.bias.as_ref().unwrap().val().grad(&grads_theirs);
-            assert_close(b_ours, b_theirs.unwrap());
+                let grads_ours = (y_ours * g.clone()).sum().backward();
+                let grads_theirs = (y_theirs * g).sum().backward();
+                let w_ours = ours.weight.val().grad(&grads_ours).unwrap();
+                let w_theirs = theirs.weight.val().grad(&grads_theirs).unwrap();
+                assert_close(w_ours, w_theirs);
+                let b_ours = ours.bias.as_ref().unwrap().val().grad(&grads_ours).unwrap();
+                let b_theirs = theirs.bias.as_ref().unwrap().val().grad(&grads_theirs);
+                assert_close(b_ours, b_theirs.unwrap());
+                let x_ours = x.grad(&grads_ours);
+                assert_eq!(x_ours.is_some(), tracked);
+                if let Some(x_ours) = x_ours {
+                    assert_close(x_ours, x.grad(&grads_theirs).unwrap());
+                }
+            }
         }
     }
 
     #[test]
-    fn im2col_copies_match_burns_unfold() {
+    fn evaluation_on_a_strided_input_matches_burn() {
         let device = crate::device::cpu();
-        let x = Tensor::<4>::random([3, 2, 7, 6], Distribution::Default, &device);
-        for kernel in [[3, 2], [1, 1], [7, 6]] {
-            let fast = im2col(x.clone(), kernel);
-            let unfolded = im2col_unfold(x.clone(), kernel);
-            assert_eq!(fast.dims(), unfolded.dims());
-            assert_eq!(max_difference(fast, unfolded), 0.0, "{kernel:?}");
-        }
-        // Pixel (b 1, c 1, y 2, x 3) is column 2 * 5 + 3 of row (c 1, i 0, j 0) for a 2 x 2 kernel.
-        let columns = im2col(x.clone(), [2, 2]);
-        let at: f32 = columns.slice([1..2, 4..5, 13..14]).into_scalar();
-        let pixel: f32 = x.slice([1..2, 1..2, 2..3, 3..4]).into_scalar();
-        assert_eq!(at, pixel);
+        crate::train::seed(&device, 10);
+        let (ours, theirs) = pair(&Conv2dConfig::new([2, 3], [3, 2]), &device);
+        // [3, 2, 8, 7] as a permuted view: not contiguous.
+        let x = Tensor::<4>::random([8, 2, 3, 7], Distribution::Default, &device).swap_dims(0, 2);
+        assert_eq!(ours.takes_fused_path(&x), cfg!(feature = "flex"));
+        assert_close(ours.forward(x.clone()), theirs.forward(x));
     }
 
     #[test]
@@ -390,15 +349,6 @@ mod tests {
             assert_eq!(y_ours.dims(), y_theirs.dims());
             assert!(max_difference(y_ours, y_theirs) <= 1e-6, "{config:?}");
         }
-    }
-
-    #[test]
-    fn a_tracked_input_takes_burns_path() {
-        let device = crate::device::cpu().autodiff();
-        let conv = Conv2dConfig::new([2, 3], [2, 2]).init(&device);
-        let images = Tensor::<4>::ones([1, 2, 5, 5], &device);
-        assert_eq!(conv.takes_im2col_path(&images), cfg!(feature = "flex"));
-        assert!(!conv.takes_im2col_path(&images.require_grad()));
     }
 
     #[test]

@@ -1,11 +1,8 @@
-//! Hand-written `flex` kernels for [`Linear`](super::Linear), as a Burn backend extension.
+//! Hand-written `flex` kernels for [`Linear`](super::Linear) and [`Conv2d`](super::Conv2d),
+//! as Burn backend extensions with their own backward steps (see [the `nn` docs](super)).
 //!
-//! Burn's `linear` on the flex backend is three ops (matmul, broadcast bias add) forward and
-//! three matmuls and a sum backward, and burn-flex allocates each matmul's output zeroed and
-//! then copies it once more into an aligned buffer. Here the forward is one gemm call that
-//! adds to the bias rows already in the output, and the backward writes each gradient once,
-//! straight from gemm. The arithmetic is gemm's, as in Burn, so the results agree with Burn's
-//! layer to rounding (the tests in `linear.rs` check it).
+//! The arithmetic is gemm's (the matmul library of Burn's flex backend) and plain sums; the
+//! tests in `nn` compare both ops' outputs and gradients with Burn's layers.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -15,6 +12,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
 
 /// The fused fully-connected layer, on flex tensors with or without autodiff.
 #[backend_extension(Flex, Autodiff)]
@@ -247,4 +245,361 @@ unsafe fn gemm_into(out: *mut f32, lhs: Matrix, rhs: Matrix, accumulate: bool) {
 /// A contiguous flex tensor owning `values`, without copying them.
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The plain convolution (stride 1, no padding, no dilation, one group), on flex tensors with
+/// or without autodiff.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvBackend: Backend {
+    /// `input` `[batch, channels, height, width]` convolved with `weight`
+    /// `[filters, channels, kh, kw]`, plus `bias` `[filters]`; all `f32`.
+    /// Output: `[batch, filters, height - kh + 1, width - kw + 1]`.
+    fn fused_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl ConvBackend for Flex {
+    fn fused_conv2d(input: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        conv_forward(&input, &weight, &bias)
+    }
+}
+
+impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
+    fn fused_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match ConvBackward
+            .prepare::<C>([input.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, w) = (input.primitive().clone(), weight.primitive().clone());
+                let output = conv_forward(&x, &w, bias.primitive());
+                prep.finish((x, w), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(
+                input.primitive(),
+                weight.primitive(),
+                bias.primitive(),
+            )),
+        }
+    }
+}
+
+/// The backward step of [`ConvBackend::fused_conv2d`]; its state is the input and the weight.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_input, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (input, weight) = ops.state;
+        let wanted = [&node_input, &node_weight, &node_bias].map(Option::is_some);
+        let [d_input, d_weight, d_bias] = conv_backward(&input, &weight, &grad, wanted);
+        for (node, gradient) in [
+            (node_input, d_input),
+            (node_weight, d_weight),
+            (node_bias, d_bias),
+        ] {
+            if let (Some(node), Some(gradient)) = (node, gradient) {
+                grads.register::<Flex>(node.id, gradient);
+            }
+        }
+    }
+}
+
+/// The sizes of a plain convolution.
+#[derive(Clone, Copy, Debug)]
+struct ConvShape {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    filters: usize,
+    kernel: [usize; 2],
+}
+
+impl ConvShape {
+    fn of(input: &FlexTensor, weight: &FlexTensor) -> Self {
+        let [batch, channels, height, width] = input.layout().shape().dims::<4>();
+        let [filters, weight_channels, kh, kw] = weight.layout().shape().dims::<4>();
+        assert_eq!(
+            channels, weight_channels,
+            "fused conv2d: channels do not match"
+        );
+        assert!(
+            kh <= height && kw <= width,
+            "fused conv2d: kernel larger than the input"
+        );
+        Self {
+            batch,
+            channels,
+            height,
+            width,
+            filters,
+            kernel: [kh, kw],
+        }
+    }
+
+    fn out_width(&self) -> usize {
+        self.width - self.kernel[1] + 1
+    }
+
+    /// Output positions per image: the columns of the column matrix.
+    fn positions(&self) -> usize {
+        (self.height - self.kernel[0] + 1) * self.out_width()
+    }
+
+    /// Values under the kernel: the rows of the column matrix.
+    fn patch(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Calls `visit(column_run, image_run)` for each run of `out_width` values that row
+    /// `(c, i, j)` of one image's column matrix `[patch, positions]` shares with the image
+    /// `[channels, height, width]` (`input[c, y + i, j..j + out_width]`), in row order.
+    fn runs(&self, mut visit: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
+        let [kh, kw] = self.kernel;
+        let (out_width, positions) = (self.out_width(), self.positions());
+        for row in 0..self.patch() {
+            let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+            for y in 0..positions / out_width {
+                let column = row * positions + y * out_width;
+                let pixel = (c * self.height + y + i) * self.width + j;
+                visit(column..column + out_width, pixel..pixel + out_width);
+            }
+        }
+    }
+}
+
+/// One image's patches as columns (im2col): `columns` is `[patch, positions]`.
+fn image_to_columns(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+    shape.runs(|to, from| columns[to].copy_from_slice(&image[from]));
+}
+
+/// Adds one image's columns back onto its pixels (the transpose of [`image_to_columns`]).
+fn columns_to_image(shape: &ConvShape, columns: &[f32], image: &mut [f32]) {
+    shape.runs(|from, to| {
+        for (pixel, value) in image[to].iter_mut().zip(&columns[from]) {
+            *pixel += value;
+        }
+    });
+}
+
+/// The values of `tensor` in row-major order, copied only when its layout is not contiguous.
+fn contiguous_values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(tensor.dtype(), DType::F32, "fused conv2d: f32 tensors only");
+    let layout = tensor.layout();
+    match layout.contiguous_offsets() {
+        Some((start, end)) => std::borrow::Cow::Borrowed(&tensor.storage::<f32>()[start..end]),
+        None => std::borrow::Cow::Owned(tensor.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+/// A dense row-major matrix over `data`.
+fn dense(data: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
+    debug_assert_eq!(data.len(), rows * cols);
+    Matrix {
+        data,
+        offset: 0,
+        rows,
+        cols,
+        row_stride: cols as isize,
+        col_stride: 1,
+    }
+}
+
+/// The convolution, image by image in parallel: the image's columns, then one gemm
+/// accumulating `weight [filters, patch] @ columns [patch, positions]` onto the bias rows.
+fn conv_forward(input: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let shape = ConvShape::of(input, weight);
+    let (x, w, b) = (
+        contiguous_values(input),
+        contiguous_values(weight),
+        contiguous_values(bias),
+    );
+    assert_eq!(b.len(), shape.filters, "fused conv2d: one bias per filter");
+    let (patch, positions) = (shape.patch(), shape.positions());
+    let filters = dense(&w, shape.filters, patch);
+    let out_len = shape.filters * positions;
+    let mut out: Vec<f32> = Vec::with_capacity(shape.batch * out_len);
+    for _ in 0..shape.batch {
+        for &value in b.iter() {
+            out.extend(std::iter::repeat_n(value, positions));
+        }
+    }
+    out.par_chunks_mut(out_len).enumerate().for_each_init(
+        || vec![0.0f32; patch * positions],
+        |columns, (image, out)| {
+            let pixels = &x[image * shape.image_len()..][..shape.image_len()];
+            image_to_columns(&shape, pixels, columns);
+            // SAFETY: `out` is this image's `filters * positions` initialised values.
+            unsafe {
+                gemm_into(
+                    out.as_mut_ptr(),
+                    filters,
+                    dense(columns, patch, positions),
+                    true,
+                )
+            };
+        },
+    );
+    let out_height = shape.height - shape.kernel[0] + 1;
+    tensor(
+        out,
+        vec![shape.batch, shape.filters, out_height, shape.out_width()],
+    )
+}
+
+/// The gradients of [`conv_forward`] for input, weight and bias (those `wanted`), from the
+/// output's gradient `grad`, image by image in parallel.
+fn conv_backward(
+    input: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    [want_input, want_weight, want_bias]: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let shape = ConvShape::of(input, weight);
+    let (x, w, g) = (
+        contiguous_values(input),
+        contiguous_values(weight),
+        contiguous_values(grad),
+    );
+    let (patch, positions, filters) = (shape.patch(), shape.positions(), shape.filters);
+    // d columns = weight^T [patch, filters] @ grad [filters, positions], added onto the image.
+    let filters_t = dense(&w, filters, patch).transposed();
+    let mut d_input = want_input.then(|| vec![0.0f32; shape.batch * shape.image_len()]);
+    let images: Vec<Option<&mut [f32]>> = match &mut d_input {
+        Some(d) => d.chunks_mut(shape.image_len()).map(Some).collect(),
+        None => (0..shape.batch).map(|_| None).collect(),
+    };
+    let sums = || (vec![0.0f32; filters * patch], vec![0.0f32; filters]);
+    let threads = rayon::current_num_threads().max(1);
+    let (d_weight, d_bias) = images
+        .into_par_iter()
+        .enumerate()
+        .with_min_len(shape.batch.div_ceil(threads))
+        .fold(
+            || (sums(), vec![0.0f32; patch * positions]),
+            |((mut d_weight, mut d_bias), mut columns), (image, d_image)| {
+                let g = dense(
+                    &g[image * filters * positions..][..filters * positions],
+                    filters,
+                    positions,
+                );
+                if want_weight {
+                    let pixels = &x[image * shape.image_len()..][..shape.image_len()];
+                    image_to_columns(&shape, pixels, &mut columns);
+                    // d weight += grad [filters, positions] @ columns^T [positions, patch]
+                    // SAFETY: `d_weight` holds `filters * patch` initialised values.
+                    unsafe {
+                        let columns_t = dense(&columns, patch, positions).transposed();
+                        gemm_into(d_weight.as_mut_ptr(), g, columns_t, true)
+                    };
+                }
+                if want_bias {
+                    for (sum, row) in d_bias.iter_mut().zip(g.data.chunks_exact(positions)) {
+                        *sum += row.iter().sum::<f32>();
+                    }
+                }
+                if let Some(d_image) = d_image {
+                    // SAFETY: `columns` holds `patch * positions` initialised values.
+                    unsafe { gemm_into(columns.as_mut_ptr(), filters_t, g, false) };
+                    columns_to_image(&shape, &columns, d_image);
+                }
+                ((d_weight, d_bias), columns)
+            },
+        )
+        .map(|(sums, _)| sums)
+        .reduce(sums, |(mut w, mut b), (w2, b2)| {
+            w.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
+            b.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
+            (w, b)
+        });
+    let [_, _, kh, kw] = weight.layout().shape().dims::<4>();
+    [
+        d_input.map(|d| tensor(d, input.layout().shape().dims::<4>().to_vec())),
+        want_weight.then(|| tensor(d_weight, vec![filters, shape.channels, kh, kw])),
+        want_bias.then(|| tensor(d_bias, vec![filters])),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    fn shape(channels: usize, height: usize, width: usize, kernel: [usize; 2]) -> ConvShape {
+        ConvShape {
+            batch: 1,
+            channels,
+            height,
+            width,
+            filters: 1,
+            kernel,
+        }
+    }
+
+    #[test]
+    fn columns_are_burns_unfolded_patches() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 7, 6], Distribution::Default, &device);
+        let pixels = x.to_data().as_slice::<f32>().unwrap().to_vec();
+        for kernel @ [kh, kw] in [[3, 2], [1, 1], [7, 6]] {
+            let shape = shape(2, 7, 6, kernel);
+            let mut columns = vec![f32::NAN; shape.patch() * shape.positions()];
+            image_to_columns(&shape, &pixels, &mut columns);
+            // Burn: [channels, h_out, w_out, kh, kw] -> [channels * kh * kw, h_out * w_out]
+            let patches: Tensor<4> = x.clone().unfold::<4, usize>(1, kh, 1);
+            let patches: Tensor<5> = patches.unfold::<5, usize>(2, kw, 1);
+            let expected = patches
+                .permute([0, 3, 4, 1, 2])
+                .reshape([shape.patch(), shape.positions()])
+                .to_data()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            assert_eq!(columns, expected, "{kernel:?}");
+        }
+    }
+
+    #[test]
+    fn adding_columns_back_is_the_transpose_of_taking_them() {
+        // <columns(x), c> = <x, image(c)> for every x and c.
+        let shape = shape(3, 6, 5, [2, 3]);
+        let device = Device::flex();
+        let random = |n: usize| -> Vec<f32> {
+            let t = Tensor::<1>::random([n], Distribution::Default, &device);
+            t.to_data().as_slice::<f32>().unwrap().to_vec()
+        };
+        let (x, c) = (random(3 * 6 * 5), random(shape.patch() * shape.positions()));
+        let mut columns = vec![0.0; c.len()];
+        image_to_columns(&shape, &x, &mut columns);
+        let mut image = vec![0.0; x.len()];
+        columns_to_image(&shape, &c, &mut image);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+        let (left, right) = (dot(&columns, &c), dot(&x, &image));
+        assert!(
+            (left - right).abs() <= 1e-4 * left.abs().max(1.0),
+            "{left} vs {right}"
+        );
+    }
 }
