@@ -28,13 +28,12 @@ use std::time::Instant;
 
 use burn::data::dataloader::DataLoader;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::SgdConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Mnist, MnistBatch};
 use crate::models::{Classifier, ModelKind, ModelTask};
-use crate::train::{count_correct, loader, on_pool, sgd_step};
+use crate::train::{count_correct, loader, on_pool, sgd, sgd_step};
 use crate::{Error, Result};
 
 /// What to measure, and how long.
@@ -353,7 +352,7 @@ fn measure<M: Classifier>(
     );
     let mut batches = Batches::new(train_loader.as_ref());
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let mut optimizer = SgdConfig::new().init();
+    let mut optimizer = sgd();
     let mut step = 0usize;
     let mut train_steps = |model: M, n: usize| -> Result<(M, usize)> {
         let mut model = model;

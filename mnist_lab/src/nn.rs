@@ -227,6 +227,28 @@ impl Conv2d {
     }
 }
 
+/// Plain SGD's update of one parameter's values (outside the gradient graph):
+/// `param - grad * learning_rate`, value for value what Burn's `Sgd` computes. On the flex
+/// backend it is one pass, in place when the values are the parameter's own, and spread over
+/// the threads; elsewhere it is Burn's two tensor ops.
+pub(crate) fn sgd_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    learning_rate: f64,
+) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if is_flex(&param.device()) && param.dtype() == DType::F32 && grad.dtype() == DType::F32 {
+        use burn::backend::Dispatch;
+        use flex_ops::SgdBackend;
+        return Tensor::from_dispatch(<Dispatch as SgdBackend>::sgd_update(
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            learning_rate as f32,
+        ));
+    }
+    param - grad.mul_scalar(learning_rate)
+}
+
 /// Whether `device` is the `flex` CPU backend, where the im2col path was measured.
 fn is_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
@@ -329,6 +351,26 @@ mod tests {
         let x = Tensor::<4>::random([8, 2, 3, 7], Distribution::Default, &device).swap_dims(0, 2);
         assert_eq!(ours.takes_fused_path(&x), cfg!(feature = "flex"));
         assert_close(ours.forward(x.clone()), theirs.forward(x));
+    }
+
+    #[test]
+    fn sgd_update_leaves_shared_values_alone() {
+        let device = crate::device::cpu();
+        let param = Tensor::<2>::random([300, 200], Distribution::Default, &device);
+        let grad = Tensor::<2>::random([300, 200], Distribution::Default, &device);
+        let expected = param.clone() - grad.clone().mul_scalar(0.1);
+        let kept = param.clone(); // the update may not write into `kept`'s values
+        let updated = sgd_update(param, grad.clone(), 0.1);
+        assert_eq!(max_difference(updated, expected.clone()), 0.0);
+        assert!(max_difference(kept.clone(), expected.clone()) > 0.0);
+        // A strided parameter, and one whose values are its own.
+        let transposed = sgd_update(kept.clone().transpose(), grad.clone().transpose(), 0.1);
+        assert_eq!(
+            max_difference(transposed.transpose(), expected.clone()),
+            0.0
+        );
+        let own = Tensor::<2>::from_data(kept.into_data(), &device);
+        assert_eq!(max_difference(sgd_update(own, grad, 0.1), expected), 0.0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Instant;
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, SgdState};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -239,7 +239,7 @@ fn train_loop<M: Classifier>(
         &train_device,
     );
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let mut optimizer = SgdConfig::new().init();
+    let mut optimizer = sgd();
 
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.num_epochs;
@@ -336,6 +336,35 @@ pub(crate) fn loader(
     .build(split.clone())
 }
 
+/// The lecture's optimizer, `torch.optim.SGD(params, lr)`: plain SGD, no momentum, no
+/// weight decay. It computes what Burn's `SgdConfig::new().init()` computes, value for value
+/// (`param - grad * learning_rate`), through [`crate::nn`]'s one-pass update on the CPU.
+pub(crate) fn sgd() -> ModuleOptimizer {
+    ModuleOptimizer::from(PlainSgd)
+}
+
+/// See [`sgd`]. It keeps no state between steps.
+#[derive(Clone)]
+struct PlainSgd;
+
+impl Optimizer for PlainSgd {
+    type State<const D: usize> = SgdState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        learning_rate: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        _state: Option<SgdState<D>>,
+    ) -> (Tensor<D>, Option<SgdState<D>>) {
+        (crate::nn::sgd_update(param, grad, learning_rate), None)
+    }
+
+    fn to_device<const D: usize>(state: SgdState<D>, _device: &Device) -> SgdState<D> {
+        state
+    }
+}
+
 /// One step of plain SGD on `batch`: forward, cross-entropy loss, backward, update.
 ///
 /// Returns the updated model and the batch's loss. A loss that is not finite is returned
@@ -419,6 +448,48 @@ fn short_type_name<M>() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::ConvNetConfig;
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Distribution;
+
+    /// Every parameter value of a module, in visiting order.
+    #[derive(Default)]
+    struct Values(Vec<f32>);
+
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data();
+            self.0.extend_from_slice(data.as_slice::<f32>().unwrap());
+        }
+    }
+
+    fn values<M: Module>(model: &M) -> Vec<f32> {
+        let mut values = Values::default();
+        model.visit(&mut values);
+        values.0
+    }
+
+    #[test]
+    fn the_lectures_sgd_steps_exactly_as_burns() {
+        let device = crate::device::cpu().autodiff();
+        let start = ConvNetConfig::new(32, 10).init(&device);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let images = Tensor::<4>::random([8, 1, 28, 28], Distribution::Default, &device);
+        let batch = || MnistBatch {
+            images: images.clone(),
+            targets: Tensor::from_ints([0, 1, 2, 3, 4, 5, 6, 7], &device),
+        };
+        let (ours, _) = sgd_step(start.clone(), &mut sgd(), &loss_fn, batch(), 0.05);
+        let mut burns = burn::optim::SgdConfig::new().init();
+        let (theirs, _) = sgd_step(start.clone(), &mut burns, &loss_fn, batch(), 0.05);
+        let (ours, theirs, start) = (values(&ours), values(&theirs), values(&start));
+        assert_eq!(ours.len(), start.len());
+        assert!(
+            ours.iter().zip(&start).any(|(a, b)| a != b),
+            "nothing moved"
+        );
+        assert_eq!(ours, theirs);
+    }
 
     #[test]
     fn thousands_groups_digits() {

@@ -542,6 +542,58 @@ fn conv_backward(
     ]
 }
 
+/// Plain SGD's update on flex tensors without autodiff (an optimizer works on the
+/// parameters' values, outside the gradient graph).
+#[backend_extension(Flex)]
+pub trait SgdBackend: Backend {
+    /// `param - grad * learning_rate`, in place when `param`'s buffer is its own.
+    fn sgd_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        learning_rate: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl SgdBackend for Flex {
+    fn sgd_update(mut param: FlexTensor, grad: FlexTensor, learning_rate: f32) -> FlexTensor {
+        assert_eq!(
+            param.layout().shape(),
+            grad.layout().shape(),
+            "sgd update: the gradient's shape is not the parameter's"
+        );
+        let grad = contiguous_values(&grad);
+        // Burn's `tensor - grad.mul_scalar(lr)`, value for value: the product rounded to f32,
+        // then the difference.
+        let update = |values: &mut [f32], grads: &[f32]| {
+            for (value, grad) in values.iter_mut().zip(grads) {
+                *value -= grad * learning_rate;
+            }
+        };
+        let apply = |values: &mut [f32]| {
+            const CHUNK: usize = 1 << 15;
+            if values.len() <= CHUNK {
+                update(values, &grad);
+            } else {
+                values
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .for_each(|(values, grads)| update(values, grads));
+            }
+        };
+        let whole = param.layout().contiguous_offsets() == Some((0, grad.len()));
+        if whole
+            && let Some(values) = param.try_storage_mut::<f32>()
+            && values.len() == grad.len()
+        {
+            apply(values);
+            return param;
+        }
+        let mut values = contiguous_values(&param).into_owned();
+        apply(&mut values);
+        tensor(values, param.layout().shape().to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
