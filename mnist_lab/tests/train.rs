@@ -8,6 +8,14 @@ fn device() -> Device {
     mnist_lab::device::cpu()
 }
 
+/// Held by every test that draws random numbers. The backend has one random number generator
+/// for the whole process and the tests run side by side, so without it another test's draws
+/// could fall between a seed and the draws it is meant to fix.
+fn random_numbers() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn quick(epochs: usize) -> TrainingConfig {
     TrainingConfig::new()
         .with_num_epochs(epochs)
@@ -18,6 +26,7 @@ fn quick(epochs: usize) -> TrainingConfig {
 
 #[test]
 fn every_lecture_model_maps_images_to_ten_scores() {
+    let _random = random_numbers();
     let device = device();
     let images = || Tensor::<4>::zeros([3, 1, 28, 28], &device);
     let fc = FcNetConfig::new(784, 16, 10).init(&device);
@@ -32,6 +41,7 @@ fn every_lecture_model_maps_images_to_ten_scores() {
 
 #[test]
 fn flatten_sizes_are_the_lectures() {
+    let _random = random_numbers();
     assert_eq!(ConvNetConfig::new(600, 10).flat_size(), 22 * 22 * 10);
     assert_eq!(ConvNetConfig::new(600, 10).flat_size(), 4840);
     assert_eq!(Conv2NetConfig::new(600, 10).flat_size(), 24255);
@@ -50,6 +60,7 @@ fn flatten_sizes_are_the_lectures() {
 
 #[test]
 fn training_lowers_the_loss_and_raises_accuracy() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(1000, 500, 3);
     let config = quick(3).with_learning_rate(0.3);
@@ -74,6 +85,7 @@ fn training_lowers_the_loss_and_raises_accuracy() {
 
 #[test]
 fn the_same_seed_gives_the_same_losses() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(300, 50, 5);
     let config = quick(1).with_seed(9);
@@ -89,6 +101,7 @@ fn the_same_seed_gives_the_same_losses() {
 
 #[test]
 fn max_steps_cuts_a_run_short() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(500, 50, 5);
     let config = quick(3).with_max_steps(Some(4));
@@ -126,6 +139,7 @@ fn student_net(fc1_inputs: usize, device: &Device) -> StudentNet {
 
 #[test]
 fn a_students_own_model_trains() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(200, 50, 5);
     let (_, report) = train(student_net(4 * 24 * 24, &device), &data, &quick(1), &device).unwrap();
@@ -135,6 +149,7 @@ fn a_students_own_model_trains() {
 
 #[test]
 fn a_layer_that_does_not_fit_is_explained_before_training() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(200, 50, 5);
     let error = train(student_net(784, &device), &data, &quick(1), &device).unwrap_err();
@@ -149,6 +164,7 @@ fn a_layer_that_does_not_fit_is_explained_before_training() {
 
 #[test]
 fn a_loss_that_blows_up_stops_training_with_advice() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(1000, 50, 5);
     let config = quick(3).with_learning_rate(10.0);
@@ -173,6 +189,7 @@ fn a_loss_that_blows_up_stops_training_with_advice() {
 
 #[test]
 fn bad_settings_are_refused_before_any_work() {
+    let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(100, 50, 5);
     let model = FcNetConfig::new(784, 16, 10).init(&device);
