@@ -100,7 +100,7 @@ fn step<M: Classifier>(name: &str, model: M, macs: f64, device: &burn::tensor::D
 fn convs(device: &burn::tensor::Device) {
     let ad = device.clone().autodiff();
     // (in channels, side, out channels, kernel): conv1 and conv2 of the lecture, batch 100,
-    // through Burn's Conv2d and through mnist_lab's (its im2col path when x is not tracked).
+    // through Burn's Conv2d and through mnist_lab's (its fused flex op).
     for (c_in, side, c_out, k) in [(1, 28, 10, 7), (10, 22, 55, 2)] {
         let ours = mnist_lab::nn::Conv2dConfig::new([c_in, c_out], [k, k]).init(&ad);
         let burns = ours.as_burn();

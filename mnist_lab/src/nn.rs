@@ -249,7 +249,7 @@ pub(crate) fn sgd_update<const D: usize>(
     param - grad.mul_scalar(learning_rate)
 }
 
-/// Whether `device` is the `flex` CPU backend, where the im2col path was measured.
+/// Whether `device` is the `flex` CPU backend, where the fused paths were measured.
 fn is_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
