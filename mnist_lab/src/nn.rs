@@ -212,9 +212,9 @@ impl Conv2d {
     #[cfg(feature = "flex")]
     fn forward_fused(&self, input: Tensor<4>) -> Tensor<4> {
         use burn::backend::Dispatch;
-        use flex_ops::ConvBackend;
+        use flex_ops::LayerBackend;
         let bias = self.bias.as_ref().expect("the fused path needs a bias");
-        Tensor::from_dispatch(<Dispatch as ConvBackend>::fused_conv2d(
+        Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_conv2d(
             input.into_dispatch(),
             self.weight.val().into_dispatch(),
             bias.val().into_dispatch(),

@@ -1,5 +1,6 @@
 //! Hand-written `flex` kernels for [`Linear`](super::Linear) and [`Conv2d`](super::Conv2d),
-//! as Burn backend extensions with their own backward steps (see [the `nn` docs](super)).
+//! as Burn backend extensions with their own backward steps (see [the `nn` docs](super)), and
+//! the SGD update that [`crate::train`] steps with.
 //!
 //! The arithmetic is gemm's (the matmul library of Burn's flex backend) and plain sums; the
 //! tests in `nn` compare both ops' outputs and gradients with Burn's layers.
@@ -14,9 +15,9 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-/// The fused fully-connected layer, on flex tensors with or without autodiff.
+/// The lecture's two layers as single ops, on flex tensors with or without autodiff.
 #[backend_extension(Flex, Autodiff)]
-pub trait LinearBackend: Backend {
+pub trait LayerBackend: Backend {
     /// `input @ weight + bias`: input `[batch, d_input]`, weight `[d_input, d_output]`,
     /// bias `[d_output]`; all `f32`.
     fn fused_linear(
@@ -24,44 +25,85 @@ pub trait LinearBackend: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// The plain convolution (stride 1, no padding, no dilation, one group) of `input`
+    /// `[batch, channels, height, width]` with `weight` `[filters, channels, kh, kw]`, plus
+    /// `bias` `[filters]`; all `f32`. Output: `[batch, filters, height - kh + 1, width - kw + 1]`.
+    fn fused_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
-impl LinearBackend for Flex {
+impl LayerBackend for Flex {
     fn fused_linear(input: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         linear_forward(&input, &weight, &bias)
     }
+
+    fn fused_conv2d(input: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        conv_forward(&input, &weight, &bias)
+    }
 }
 
-impl<C: CheckpointStrategy> LinearBackend for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> LayerBackend for Autodiff<Flex, C> {
     fn fused_linear(
         input: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match LinearBackward
-            .prepare::<C>([input.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, w) = (input.primitive().clone(), weight.primitive().clone());
-                let output = linear_forward(&x, &w, bias.primitive());
-                prep.finish((x, w), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(linear_forward(
-                input.primitive(),
-                weight.primitive(),
-                bias.primitive(),
-            )),
-        }
+        record::<C>([input, weight, bias], linear_forward, linear_backward)
+    }
+
+    fn fused_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        record::<C>([input, weight, bias], conv_forward, conv_backward)
     }
 }
 
-/// The backward step of [`LinearBackend::fused_linear`]; its state is the input and the weight.
-#[derive(Debug)]
-struct LinearBackward;
+/// Runs `forward` on the values of `[input, weight, bias]` and, when any of them is in the
+/// gradient graph, records `backward` for the backward pass.
+fn record<C: CheckpointStrategy>(
+    [input, weight, bias]: [FloatTensor<Autodiff<Flex, C>>; 3],
+    forward: fn(&FlexTensor, &FlexTensor, &FlexTensor) -> FlexTensor,
+    backward: LayerGradients,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match (LayerBackward {
+        gradients: backward,
+    })
+    .prepare::<C>([input.node(), weight.node(), bias.node()])
+    .compute_bound()
+    .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, w) = (input.primitive().clone(), weight.primitive().clone());
+            let output = forward(&x, &w, bias.primitive());
+            prep.finish((x, w), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            input.primitive(),
+            weight.primitive(),
+            bias.primitive(),
+        )),
+    }
+}
 
-impl Backward<Flex, 3> for LinearBackward {
+/// The backward step of a fused layer: `gradients` turns the output's gradient into the
+/// input's, the weight's and the bias's (those in the graph); its state is the input and the
+/// weight.
+#[derive(Debug)]
+struct LayerBackward {
+    gradients: LayerGradients,
+}
+
+/// A fused layer's backward: `(input, weight, output gradient, wanted) -> gradients`.
+type LayerGradients =
+    fn(&FlexTensor, &FlexTensor, &FlexTensor, [bool; 3]) -> [Option<FlexTensor>; 3];
+
+impl Backward<Flex, 3> for LayerBackward {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(
@@ -71,33 +113,49 @@ impl Backward<Flex, 3> for LinearBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_input, node_weight, node_bias] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node); // [batch, d_output]
+        let grad = grads.consume::<Flex>(&ops.node);
         let (input, weight) = ops.state;
-        let g = Matrix::of(&grad);
-        if let Some(node) = node_input {
-            // d input = grad @ weight^T: [batch, d_output] x [d_output, d_input]
-            let w = Matrix::of(&weight);
-            grads.register::<Flex>(node.id, product(g, w.transposed()));
-        }
-        if let Some(node) = node_weight {
-            // d weight = input^T @ grad: [d_input, batch] x [batch, d_output]
-            let x = Matrix::of(&input);
-            grads.register::<Flex>(node.id, product(x.transposed(), g));
-        }
-        if let Some(node) = node_bias {
-            // d bias = grad summed over the batch
-            let mut sums = vec![0.0f32; g.cols];
-            for row in 0..g.rows {
-                for (col, sum) in sums.iter_mut().enumerate() {
-                    *sum += g.get(row, col);
-                }
+        let wanted = [&node_input, &node_weight, &node_bias].map(Option::is_some);
+        let gradients = (self.gradients)(&input, &weight, &grad, wanted);
+        for (node, gradient) in [node_input, node_weight, node_bias]
+            .into_iter()
+            .zip(gradients)
+        {
+            if let (Some(node), Some(gradient)) = (node, gradient) {
+                grads.register::<Flex>(node.id, gradient);
             }
-            grads.register::<Flex>(node.id, tensor(sums, vec![g.cols]));
         }
     }
 }
 
-/// A strided view of a 2-D `f32` flex tensor (a 1-D one is one row).
+/// The gradients of [`linear_forward`] for input, weight and bias (those `wanted`), from the
+/// output's gradient `grad` `[batch, d_output]`.
+fn linear_backward(
+    input: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    [want_input, want_weight, want_bias]: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let g = Matrix::of(grad);
+    [
+        // d input = grad @ weight^T: [batch, d_output] x [d_output, d_input]
+        want_input.then(|| product(g, Matrix::of(weight).transposed())),
+        // d weight = input^T @ grad: [d_input, batch] x [batch, d_output]
+        want_weight.then(|| product(Matrix::of(input).transposed(), g)),
+        // d bias = grad summed over the batch
+        want_bias.then(|| {
+            let mut sums = vec![0.0f32; g.cols];
+            for row in contiguous_values(grad).chunks_exact(g.cols) {
+                sums.iter_mut()
+                    .zip(row)
+                    .for_each(|(sum, value)| *sum += value);
+            }
+            tensor(sums, vec![g.cols])
+        }),
+    ]
+}
+
+/// A strided view of a 2-D `f32` flex tensor.
 #[derive(Clone, Copy)]
 struct Matrix<'a> {
     data: &'a [f32],
@@ -123,19 +181,6 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    fn row_vector(tensor: &'a FlexTensor) -> Self {
-        assert_eq!(tensor.dtype(), DType::F32, "fused linear: f32 tensors only");
-        let layout = tensor.layout();
-        Self {
-            data: tensor.storage(),
-            offset: layout.start_offset(),
-            rows: 1,
-            cols: layout.shape().dims::<1>()[0],
-            row_stride: 0,
-            col_stride: layout.strides()[0],
-        }
-    }
-
     fn transposed(self) -> Self {
         Self {
             rows: self.cols,
@@ -146,12 +191,6 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    fn get(&self, row: usize, col: usize) -> f32 {
-        let at =
-            self.offset as isize + row as isize * self.row_stride + col as isize * self.col_stride;
-        self.data[at as usize]
-    }
-
     fn ptr(&self) -> *const f32 {
         self.data[self.offset..].as_ptr()
     }
@@ -159,20 +198,23 @@ impl<'a> Matrix<'a> {
 
 /// `input @ weight + bias`, as one gemm call accumulating onto the bias rows.
 fn linear_forward(input: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
-    let (x, w, b) = (
+    let (x, w, bias) = (
         Matrix::of(input),
         Matrix::of(weight),
-        Matrix::row_vector(bias),
+        contiguous_values(bias),
     );
     assert_eq!(
         x.cols, w.rows,
         "fused linear: input and weight do not chain"
     );
-    assert_eq!(w.cols, b.cols, "fused linear: weight and bias do not match");
-    let bias_row: Vec<f32> = (0..b.cols).map(|col| b.get(0, col)).collect();
+    assert_eq!(
+        w.cols,
+        bias.len(),
+        "fused linear: weight and bias do not match"
+    );
     let mut out = Vec::with_capacity(x.rows * w.cols);
     for _ in 0..x.rows {
-        out.extend_from_slice(&bias_row);
+        out.extend_from_slice(&bias);
     }
     // SAFETY: `out` holds the `x.rows * w.cols` values of the output, row by row.
     unsafe { gemm_into(out.as_mut_ptr(), x, w, true) };
@@ -245,81 +287,6 @@ unsafe fn gemm_into(out: *mut f32, lhs: Matrix, rhs: Matrix, accumulate: bool) {
 /// A contiguous flex tensor owning `values`, without copying them.
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
-}
-
-/// The plain convolution (stride 1, no padding, no dilation, one group), on flex tensors with
-/// or without autodiff.
-#[backend_extension(Flex, Autodiff)]
-pub trait ConvBackend: Backend {
-    /// `input` `[batch, channels, height, width]` convolved with `weight`
-    /// `[filters, channels, kh, kw]`, plus `bias` `[filters]`; all `f32`.
-    /// Output: `[batch, filters, height - kh + 1, width - kw + 1]`.
-    fn fused_conv2d(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
-}
-
-impl ConvBackend for Flex {
-    fn fused_conv2d(input: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        conv_forward(&input, &weight, &bias)
-    }
-}
-
-impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
-    fn fused_conv2d(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        match ConvBackward
-            .prepare::<C>([input.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, w) = (input.primitive().clone(), weight.primitive().clone());
-                let output = conv_forward(&x, &w, bias.primitive());
-                prep.finish((x, w), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(conv_forward(
-                input.primitive(),
-                weight.primitive(),
-                bias.primitive(),
-            )),
-        }
-    }
-}
-
-/// The backward step of [`ConvBackend::fused_conv2d`]; its state is the input and the weight.
-#[derive(Debug)]
-struct ConvBackward;
-
-impl Backward<Flex, 3> for ConvBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [node_input, node_weight, node_bias] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (input, weight) = ops.state;
-        let wanted = [&node_input, &node_weight, &node_bias].map(Option::is_some);
-        let [d_input, d_weight, d_bias] = conv_backward(&input, &weight, &grad, wanted);
-        for (node, gradient) in [
-            (node_input, d_input),
-            (node_weight, d_weight),
-            (node_bias, d_bias),
-        ] {
-            if let (Some(node), Some(gradient)) = (node, gradient) {
-                grads.register::<Flex>(node.id, gradient);
-            }
-        }
-    }
 }
 
 /// The sizes of a plain convolution.
@@ -406,7 +373,7 @@ fn columns_to_image(shape: &ConvShape, columns: &[f32], image: &mut [f32]) {
 
 /// The values of `tensor` in row-major order, copied only when its layout is not contiguous.
 fn contiguous_values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(tensor.dtype(), DType::F32, "fused conv2d: f32 tensors only");
+    assert_eq!(tensor.dtype(), DType::F32, "fused ops: f32 tensors only");
     let layout = tensor.layout();
     match layout.contiguous_offsets() {
         Some((start, end)) => std::borrow::Cow::Borrowed(&tensor.storage::<f32>()[start..end]),

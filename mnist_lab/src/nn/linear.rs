@@ -126,9 +126,9 @@ fn takes_fused_path<const D: usize>(input: &Tensor<D>, weight: &Tensor<2>) -> bo
 
 #[cfg(feature = "flex")]
 fn fused(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
-    use super::flex_ops::LinearBackend;
+    use super::flex_ops::LayerBackend;
     use burn::backend::Dispatch;
-    Tensor::from_dispatch(<Dispatch as LinearBackend>::fused_linear(
+    Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_linear(
         input.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
