@@ -201,7 +201,10 @@ impl Conv2d {
         let fits = channels == weight_channels && height >= kh && width >= kw;
         plain
             && fits
-            && self.bias.is_some()
+            && self
+                .bias
+                .as_ref()
+                .is_some_and(|b| b.val().dtype() == DType::F32)
             && input.dtype() == DType::F32
             && self.weight.val().dtype() == DType::F32
             && is_flex(&input.device())

@@ -97,7 +97,7 @@ impl Linear {
         let [d_input, _] = weight.dims();
         assert_shape!(input, [.., d_input]);
         match &self.bias {
-            Some(bias) if D == 2 && takes_fused_path(&input, &weight) => {
+            Some(bias) if D == 2 && takes_fused_path(&input, &weight, &bias.val()) => {
                 let dims = input.dims();
                 let output = fused(input.reshape([dims[0], dims[1]]), weight, bias.val());
                 let shape = output.shape();
@@ -117,10 +117,13 @@ impl Linear {
 }
 
 /// Whether the layer runs as the fused flex kernel ([`super::flex_ops`]).
-fn takes_fused_path<const D: usize>(input: &Tensor<D>, weight: &Tensor<2>) -> bool {
+fn takes_fused_path<const D: usize>(
+    input: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+) -> bool {
     cfg!(feature = "flex")
-        && input.dtype() == DType::F32
-        && weight.dtype() == DType::F32
+        && [input.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3]
         && super::is_flex(&input.device())
 }
 
@@ -170,8 +173,9 @@ mod tests {
             for tracked in [true, false] {
                 let x = Tensor::<2>::random([batch, d_in], Distribution::Default, &device);
                 let x = if tracked { x.require_grad() } else { x };
+                let b = ours.bias.as_ref().unwrap().val();
                 assert_eq!(
-                    takes_fused_path(&x, &ours.weight.val()),
+                    takes_fused_path(&x, &ours.weight.val(), &b),
                     cfg!(feature = "flex")
                 );
                 let g = Tensor::<2>::random([batch, d_out], Distribution::Default, &device);
