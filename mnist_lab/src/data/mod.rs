@@ -190,6 +190,31 @@ impl Split {
         )
     }
 
+    /// Images `range` as one batch on `device`, the way training sees them (pixels / 255).
+    ///
+    /// ```
+    /// let data = mnist_lab::data::Mnist::synthetic(50, 10, 0);
+    /// let device = mnist_lab::device::cpu();
+    /// let batch = data.train.batch(0..20, &device).unwrap();
+    /// assert_eq!(batch.images.dims(), [20, 1, 28, 28]);
+    /// assert!(data.test.batch(0..20, &device).is_err()); // the test split holds 10
+    /// ```
+    pub fn batch(&self, range: std::ops::Range<usize>, device: &Device) -> Result<MnistBatch> {
+        if range.is_empty() || range.end > self.len() {
+            return Err(Error::Setting {
+                name: "range".into(),
+                value: format!("{range:?}"),
+                hint: format!(
+                    "this split holds {} images, so take a non-empty range within 0..{}",
+                    self.len(),
+                    self.len()
+                ),
+            });
+        }
+        let items = range.filter_map(|i| self.get(i).ok()).collect();
+        Ok(MnistBatcher.batch(items, device))
+    }
+
     /// How many images of each digit the split holds.
     pub fn class_counts(&self) -> [usize; 10] {
         let mut counts = [0; 10];
