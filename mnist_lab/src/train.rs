@@ -64,6 +64,33 @@ pub struct TrainingConfig {
 }
 
 impl TrainingConfig {
+    /// Caps the run at `MNIST_LAB_MAX_STEPS` steps when that environment variable is set: the
+    /// notebook tests set it to keep every training cell short. Unset, the config is
+    /// unchanged; set to something that is not a whole number, it is unchanged too and a
+    /// warning says so.
+    ///
+    /// ```
+    /// use mnist_lab::train::TrainingConfig;
+    ///
+    /// // SAFETY: no other thread of this doctest reads the environment.
+    /// unsafe { std::env::set_var("MNIST_LAB_MAX_STEPS", "60") };
+    /// assert_eq!(TrainingConfig::new().with_max_steps_from_env().max_steps, Some(60));
+    /// unsafe { std::env::remove_var("MNIST_LAB_MAX_STEPS") };
+    /// assert_eq!(TrainingConfig::new().with_max_steps_from_env().max_steps, None);
+    /// ```
+    pub fn with_max_steps_from_env(self) -> Self {
+        let Ok(value) = std::env::var("MNIST_LAB_MAX_STEPS") else {
+            return self;
+        };
+        match value.trim().parse() {
+            Ok(steps) => self.with_max_steps(Some(steps)),
+            Err(_) => {
+                eprintln!("MNIST_LAB_MAX_STEPS = {value:?} is not a whole number; no step limit");
+                self
+            }
+        }
+    }
+
     /// Checks every setting, naming the first one that is out of range.
     pub fn validate(&self) -> Result<()> {
         let positive = [
