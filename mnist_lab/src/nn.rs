@@ -49,6 +49,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 /// The most values one image's column matrix may hold on the fused path (64 MiB of `f32`); a
 /// larger image takes Burn's `conv2d` instead.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 const MAX_COLUMN_VALUES: usize = 16 * 1024 * 1024;
 
 /// Configuration of a [`Conv2d`] layer, field for field Burn's `Conv2dConfig`.
@@ -168,11 +169,13 @@ impl Conv2d {
     /// - output: `[batch, channels_out, height_out, width_out]`, where for stride 1 and no
     ///   padding `height_out = height - kernel_h + 1` (28 - 7 + 1 = 22 for conv1).
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        if self.takes_fused_path(&input) {
-            self.forward_fused(input)
-        } else {
-            self.as_burn().forward(input)
+        #[cfg(feature = "flex")]
+        if let Some(bias) = &self.bias
+            && self.takes_fused_path(&input)
+        {
+            return flex_ops::conv2d(input, self.weight.val(), bias.val());
         }
+        self.as_burn().forward(input)
     }
 
     /// The same layer as Burn's `Conv2d`, sharing these parameters (gradients included).
@@ -189,7 +192,11 @@ impl Conv2d {
     }
 
     /// Whether `input` goes through the fused flex convolution ([`flex_ops`]).
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     fn takes_fused_path(&self, input: &Tensor<4>) -> bool {
+        let Some(bias) = &self.bias else {
+            return false;
+        };
         let [_, channels, height, width] = input.dims();
         let [_, weight_channels, kh, kw] = self.weight.dims();
         let unpadded = matches!(
@@ -199,34 +206,11 @@ impl Conv2d {
         let plain =
             unpadded && self.stride == [1, 1] && self.dilation == [1, 1] && self.groups == 1;
         let fits = channels == weight_channels && height >= kh && width >= kw;
+        let dtypes = [input.dtype(), self.weight.val().dtype(), bias.val().dtype()];
         plain
             && fits
-            && self
-                .bias
-                .as_ref()
-                .is_some_and(|b| b.val().dtype() == DType::F32)
-            && input.dtype() == DType::F32
-            && self.weight.val().dtype() == DType::F32
-            && is_flex(&input.device())
+            && runs_flex_ops(&input.device(), &dtypes)
             && channels * kh * kw * (height - kh + 1) * (width - kw + 1) <= MAX_COLUMN_VALUES
-    }
-
-    /// The convolution as the fused flex op (a layer with a bias; see `takes_fused_path`).
-    #[cfg(feature = "flex")]
-    fn forward_fused(&self, input: Tensor<4>) -> Tensor<4> {
-        use burn::backend::Dispatch;
-        use flex_ops::LayerBackend;
-        let bias = self.bias.as_ref().expect("the fused path needs a bias");
-        Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_conv2d(
-            input.into_dispatch(),
-            self.weight.val().into_dispatch(),
-            bias.val().into_dispatch(),
-        ))
-    }
-
-    #[cfg(not(feature = "flex"))]
-    fn forward_fused(&self, _: Tensor<4>) -> Tensor<4> {
-        unreachable!("the fused path is taken on the flex backend only")
     }
 }
 
@@ -240,27 +224,24 @@ pub(crate) fn sgd_update<const D: usize>(
     learning_rate: f64,
 ) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if is_flex(&param.device()) && param.dtype() == DType::F32 && grad.dtype() == DType::F32 {
-        use burn::backend::Dispatch;
-        use flex_ops::SgdBackend;
-        return Tensor::from_dispatch(<Dispatch as SgdBackend>::sgd_update(
-            param.into_dispatch(),
-            grad.into_dispatch(),
-            learning_rate as f32,
-        ));
+    if runs_flex_ops(&param.device(), &[param.dtype(), grad.dtype()]) {
+        return flex_ops::sgd_update(param, grad, learning_rate);
     }
     param - grad.mul_scalar(learning_rate)
 }
 
-/// Whether `device` is the `flex` CPU backend, where the fused paths were measured.
-fn is_flex(device: &Device) -> bool {
+/// Whether tensors of `dtypes` on `device` go through the hand-written ops of [`flex_ops`]:
+/// on the `flex` CPU backend, where they were measured, and `f32` throughout. (Without the
+/// `flex` feature it and the layers' guards that call it are only the tests' business.)
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+fn runs_flex_ops(device: &Device, dtypes: &[DType]) -> bool {
     #[cfg(feature = "flex")]
     {
-        *device == Device::flex()
+        *device == Device::flex() && dtypes.iter().all(|&dtype| dtype == DType::F32)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = device;
+        let _ = (device, dtypes);
         false
     }
 }

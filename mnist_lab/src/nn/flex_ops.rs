@@ -11,8 +11,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::{DType, TensorData};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// The lecture's two layers as single ops, on flex tensors with or without autodiff.
@@ -62,6 +62,41 @@ impl<C: CheckpointStrategy> LayerBackend for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         record::<C>([input, weight, bias], conv_forward, conv_backward)
     }
+}
+
+/// [`LayerBackend::fused_linear`] on tensors; `D` is 2 (`[batch, d_input]`).
+pub(crate) fn linear<const D: usize>(
+    input: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_linear(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// [`LayerBackend::fused_conv2d`] on tensors.
+pub(crate) fn conv2d(input: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_conv2d(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// [`SgdBackend::sgd_update`] on tensors.
+pub(crate) fn sgd_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    learning_rate: f64,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as SgdBackend>::sgd_update(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        learning_rate as f32,
+    ))
 }
 
 /// Runs `forward` on the values of `[input, weight, bias]` and, when any of them is in the
@@ -168,7 +203,7 @@ struct Matrix<'a> {
 
 impl<'a> Matrix<'a> {
     fn of(tensor: &'a FlexTensor) -> Self {
-        assert_eq!(tensor.dtype(), DType::F32, "fused linear: f32 tensors only");
+        assert_eq!(tensor.dtype(), DType::F32, "fused ops: f32 tensors only");
         let layout = tensor.layout();
         let (dims, strides) = (layout.shape().dims::<2>(), layout.strides());
         Self {
@@ -178,6 +213,19 @@ impl<'a> Matrix<'a> {
             cols: dims[1],
             row_stride: strides[0],
             col_stride: strides[1],
+        }
+    }
+
+    /// A dense row-major matrix over `data`.
+    fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        debug_assert_eq!(data.len(), rows * cols);
+        Self {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
         }
     }
 
@@ -247,10 +295,7 @@ fn product(lhs: Matrix, rhs: Matrix) -> FlexTensor {
 /// `lhs.rows * rhs.cols` values, row-major `[lhs.rows, rhs.cols]`.
 unsafe fn gemm_into(out: *mut f32, lhs: Matrix, rhs: Matrix, accumulate: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(
-        rhs.rows, k,
-        "fused linear: the product's shapes do not chain"
-    );
+    assert_eq!(rhs.rows, k, "fused ops: the product's shapes do not chain");
     // burn-flex's threshold: below 192^3 multiply-adds the threads cost more than they give.
     let parallelism = if m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0)
@@ -322,13 +367,17 @@ impl ConvShape {
         }
     }
 
+    fn out_height(&self) -> usize {
+        self.height - self.kernel[0] + 1
+    }
+
     fn out_width(&self) -> usize {
         self.width - self.kernel[1] + 1
     }
 
     /// Output positions per image: the columns of the column matrix.
     fn positions(&self) -> usize {
-        (self.height - self.kernel[0] + 1) * self.out_width()
+        self.out_height() * self.out_width()
     }
 
     /// Values under the kernel: the rows of the column matrix.
@@ -348,7 +397,7 @@ impl ConvShape {
         let (out_width, positions) = (self.out_width(), self.positions());
         for row in 0..self.patch() {
             let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-            for y in 0..positions / out_width {
+            for y in 0..self.out_height() {
                 let column = row * positions + y * out_width;
                 let pixel = (c * self.height + y + i) * self.width + j;
                 visit(column..column + out_width, pixel..pixel + out_width);
@@ -377,20 +426,7 @@ fn contiguous_values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     let layout = tensor.layout();
     match layout.contiguous_offsets() {
         Some((start, end)) => std::borrow::Cow::Borrowed(&tensor.storage::<f32>()[start..end]),
-        None => std::borrow::Cow::Owned(tensor.to_contiguous().storage::<f32>().to_vec()),
-    }
-}
-
-/// A dense row-major matrix over `data`.
-fn dense(data: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
-    debug_assert_eq!(data.len(), rows * cols);
-    Matrix {
-        data,
-        offset: 0,
-        rows,
-        cols,
-        row_stride: cols as isize,
-        col_stride: 1,
+        None => std::borrow::Cow::Owned(tensor.clone().into_data().try_into_vec::<f32>().unwrap()),
     }
 }
 
@@ -405,7 +441,7 @@ fn conv_forward(input: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> F
     );
     assert_eq!(b.len(), shape.filters, "fused conv2d: one bias per filter");
     let (patch, positions) = (shape.patch(), shape.positions());
-    let filters = dense(&w, shape.filters, patch);
+    let filters = Matrix::dense(&w, shape.filters, patch);
     let out_len = shape.filters * positions;
     let mut out: Vec<f32> = Vec::with_capacity(shape.batch * out_len);
     for _ in 0..shape.batch {
@@ -423,17 +459,19 @@ fn conv_forward(input: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> F
                 gemm_into(
                     out.as_mut_ptr(),
                     filters,
-                    dense(columns, patch, positions),
+                    Matrix::dense(columns, patch, positions),
                     true,
                 )
             };
         },
     );
-    let out_height = shape.height - shape.kernel[0] + 1;
-    tensor(
-        out,
-        vec![shape.batch, shape.filters, out_height, shape.out_width()],
-    )
+    let out_dims = vec![
+        shape.batch,
+        shape.filters,
+        shape.out_height(),
+        shape.out_width(),
+    ];
+    tensor(out, out_dims)
 }
 
 /// The gradients of [`conv_forward`] for input, weight and bias (those `wanted`), from the
@@ -445,14 +483,14 @@ fn conv_backward(
     [want_input, want_weight, want_bias]: [bool; 3],
 ) -> [Option<FlexTensor>; 3] {
     let shape = ConvShape::of(input, weight);
-    let (x, w, g) = (
+    let (x, w, grads) = (
         contiguous_values(input),
         contiguous_values(weight),
         contiguous_values(grad),
     );
     let (patch, positions, filters) = (shape.patch(), shape.positions(), shape.filters);
     // d columns = weight^T [patch, filters] @ grad [filters, positions], added onto the image.
-    let filters_t = dense(&w, filters, patch).transposed();
+    let filters_t = Matrix::dense(&w, filters, patch).transposed();
     let mut d_input = want_input.then(|| vec![0.0f32; shape.batch * shape.image_len()]);
     let images: Vec<Option<&mut [f32]>> = match &mut d_input {
         Some(d) => d.chunks_mut(shape.image_len()).map(Some).collect(),
@@ -467,8 +505,8 @@ fn conv_backward(
         .fold(
             || (sums(), vec![0.0f32; patch * positions]),
             |((mut d_weight, mut d_bias), mut columns), (image, d_image)| {
-                let g = dense(
-                    &g[image * filters * positions..][..filters * positions],
+                let g = Matrix::dense(
+                    &grads[image * filters * positions..][..filters * positions],
                     filters,
                     positions,
                 );
@@ -478,7 +516,7 @@ fn conv_backward(
                     // d weight += grad [filters, positions] @ columns^T [positions, patch]
                     // SAFETY: `d_weight` holds `filters * patch` initialised values.
                     unsafe {
-                        let columns_t = dense(&columns, patch, positions).transposed();
+                        let columns_t = Matrix::dense(&columns, patch, positions).transposed();
                         gemm_into(d_weight.as_mut_ptr(), g, columns_t, true)
                     };
                 }
@@ -501,9 +539,10 @@ fn conv_backward(
             b.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
             (w, b)
         });
-    let [_, _, kh, kw] = weight.layout().shape().dims::<4>();
+    let [kh, kw] = shape.kernel;
+    let input_dims = vec![shape.batch, shape.channels, shape.height, shape.width];
     [
-        d_input.map(|d| tensor(d, input.layout().shape().dims::<4>().to_vec())),
+        d_input.map(|d| tensor(d, input_dims)),
         want_weight.then(|| tensor(d_weight, vec![filters, shape.channels, kh, kw])),
         want_bias.then(|| tensor(d_bias, vec![filters])),
     ]

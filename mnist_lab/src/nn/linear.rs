@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{Initializer, LinearLayout};
-use burn::tensor::{DType, Device, Tensor, assert_shape};
+use burn::tensor::{Device, Tensor, assert_shape};
 
 /// Configuration of a [`Linear`] layer, field for field Burn's `LinearConfig`.
 ///
@@ -96,15 +96,15 @@ impl Linear {
         let weight = self.weight.val();
         let [d_input, _] = weight.dims();
         assert_shape!(input, [.., d_input]);
-        match &self.bias {
-            Some(bias) if D == 2 && takes_fused_path(&input, &weight, &bias.val()) => {
-                let dims = input.dims();
-                let output = fused(input.reshape([dims[0], dims[1]]), weight, bias.val());
-                let shape = output.shape();
-                output.reshape(shape) // a no-op from Tensor<2> to Tensor<D>, D being 2
-            }
-            bias => burn::tensor::module::linear(input, weight, bias.as_ref().map(|b| b.val())),
+        let bias = self.bias.as_ref().map(|b| b.val());
+        #[cfg(feature = "flex")]
+        if let Some(bias) = &bias
+            && D == 2
+            && takes_fused_path(&input, &weight, bias)
+        {
+            return super::flex_ops::linear(input, weight, bias.clone());
         }
+        burn::tensor::module::linear(input, weight, bias)
     }
 
     /// The same layer as Burn's `Linear`, sharing these parameters (gradients included).
@@ -117,30 +117,14 @@ impl Linear {
 }
 
 /// Whether the layer runs as the fused flex kernel ([`super::flex_ops`]).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn takes_fused_path<const D: usize>(
     input: &Tensor<D>,
     weight: &Tensor<2>,
     bias: &Tensor<1>,
 ) -> bool {
-    cfg!(feature = "flex")
-        && [input.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3]
-        && super::is_flex(&input.device())
-}
-
-#[cfg(feature = "flex")]
-fn fused(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
-    use super::flex_ops::LayerBackend;
-    use burn::backend::Dispatch;
-    Tensor::from_dispatch(<Dispatch as LayerBackend>::fused_linear(
-        input.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-    ))
-}
-
-#[cfg(not(feature = "flex"))]
-fn fused(_: Tensor<2>, _: Tensor<2>, _: Tensor<1>) -> Tensor<2> {
-    unreachable!("the fused path is taken on the flex backend only")
+    let dtypes = [input.dtype(), weight.dtype(), bias.dtype()];
+    super::runs_flex_ops(&input.device(), &dtypes)
 }
 
 #[cfg(test)]
