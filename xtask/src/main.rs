@@ -33,6 +33,8 @@ options:
   --full             train every run in full in test/notebooks (no step limit)
   --skip-notebooks   test: run cargo test only, and say so
   --no-open          lab: set up only, like `setup`
+  --features LIST    lab/setup: build the notebook kernel's mnist_lab with GPU features
+                     (wgpu, cuda; comma-separated); without it, the CPU kernel
 ";
 
 /// Where things are.
@@ -84,6 +86,8 @@ pub struct Options {
     pub full: bool,
     pub skip_notebooks: bool,
     pub no_open: bool,
+    /// mnist_lab features for the notebook kernel (`lab`, `setup`).
+    pub features: Vec<String>,
     pub files: Vec<PathBuf>,
 }
 
@@ -109,13 +113,13 @@ fn run(args: &[String]) -> Result {
     let project = Project::find();
     match task.as_str() {
         "lab" => {
-            let tools = setup::setup(&project, setup::Warm::IfNeeded)?;
+            let tools = setup::setup_with(&project, setup::Warm::IfNeeded, &options.features)?;
             if options.no_open {
                 return Ok(());
             }
             setup::open_lab(&project, &tools, &options)
         }
-        "setup" => setup::setup(&project, setup::Warm::Always).map(|_| ()),
+        "setup" => setup::setup_with(&project, setup::Warm::Always, &options.features).map(|_| ()),
         "test" => test(&project, &options),
         "notebooks" => {
             let tools = setup::setup(&project, setup::Warm::Never)?;
@@ -154,6 +158,14 @@ fn parse(args: &[String]) -> Result<Options> {
             "--full" => options.full = true,
             "--skip-notebooks" => options.skip_notebooks = true,
             "--no-open" => options.no_open = true,
+            "--features" => {
+                let list = value("--features")?;
+                options.features = list
+                    .split([',', ' '])
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
             flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
             file => options.files.push(PathBuf::from(file)),
         }

@@ -33,15 +33,23 @@ pub enum Warm {
     Never,
 }
 
-/// Sets everything up, building the kernel's dependencies as `warm` says.
+/// Sets everything up for a CPU kernel, building the kernel's dependencies as `warm` says.
 pub fn setup(project: &Project, warm: Warm) -> Result<Tools> {
+    setup_with(project, warm, &[])
+}
+
+/// Sets everything up, the kernel's crate built with mnist_lab's `features` (`wgpu`, `cuda`:
+/// `cargo xtask lab --features wgpu`), and builds the kernel's dependencies as `warm` says.
+pub fn setup_with(project: &Project, warm: Warm, features: &[String]) -> Result<Tools> {
     let started = Instant::now();
+    check_features(features)?;
     let evcxr = ensure_evcxr()?;
     ensure_rust_src();
     let tools = setup_python(project)?;
     write_kernel(project, &tools.python, &evcxr)?;
-    write_build_template(project)?;
-    let built = project.evcxr_dir().join("slot-0/kernel/target").is_dir();
+    write_build_template(project, features)?;
+    let changed = write_kernel_features(project, features)?;
+    let built = project.evcxr_dir().join("slot-0/kernel/target").is_dir() && !changed;
     if warm == Warm::IfNeeded && built {
         println!(
             "setup: the kernel's build is there (after changing mnist_lab or its dependencies, \
@@ -59,49 +67,231 @@ pub fn setup(project: &Project, warm: Warm) -> Result<Tools> {
     Ok(tools)
 }
 
-/// Finds evcxr_jupyter 0.22, installing it with cargo when missing.
-fn ensure_evcxr() -> Result<PathBuf> {
-    let installed = Command::new(cargo())
-        .args(["install", "--list"])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default();
-    let version = installed
-        .lines()
-        .find_map(|line| line.strip_prefix("evcxr_jupyter v"))
-        .map(|rest| rest.trim_end_matches(':').to_string());
-    let bin = cargo_home().join("bin").join(exe("evcxr_jupyter"));
-    match version {
-        Some(v) if v.starts_with(&format!("{EVCXR_VERSION}.")) && bin.exists() => {
-            println!("setup: evcxr_jupyter {v} found");
-            return Ok(bin);
-        }
-        Some(v) => {
-            println!("setup: evcxr_jupyter {v} found, but the notebooks need {EVCXR_VERSION}.x")
-        }
-        None => {
-            if let Some(found) = which("evcxr_jupyter") {
-                // Not from `cargo install` (conda's `evcxr` package, for one): use it as it is.
-                println!("setup: evcxr_jupyter found at {}", found.display());
-                return Ok(found);
-            }
-        }
+/// mnist_lab's features a kernel can be built with.
+const KERNEL_FEATURES: [&str; 2] = ["wgpu", "cuda"];
+
+fn check_features(features: &[String]) -> Result {
+    match features
+        .iter()
+        .find(|f| !KERNEL_FEATURES.contains(&f.as_str()))
+    {
+        Some(other) => Err(format!(
+            "--features takes {} (comma-separated), not `{other}`",
+            KERNEL_FEATURES.join(", ")
+        )),
+        None => Ok(()),
     }
+}
+
+/// Builds the kernel's mnist_lab with `features`, without touching the notebooks.
+///
+/// The notebooks' `:dep mnist_lab = { path = "../mnist_lab" }` line names no features, and
+/// evcxr builds the cell crate alone, so a feature has to reach mnist_lab through the cell
+/// crate's own dependencies. evcxr runs `init.evcxr` from its configuration folder (the
+/// kernelspec points EVCXR_CONFIG_DIR at `.lab/evcxr/config`) when a kernel starts; with GPU
+/// features, setup writes a `:dep` line there for a small crate, `.lab/evcxr/features`,
+/// whose only dependency is mnist_lab with those features. Cargo unifies features, so the
+/// notebook's mnist_lab is that same crate, built with them. Without features both files
+/// are removed and the kernel is the CPU one. Returns whether the features changed since
+/// the last set-up (the kernel's build must then be redone).
+fn write_kernel_features(project: &Project, features: &[String]) -> Result<bool> {
+    let evcxr = project.evcxr_dir();
+    let init = evcxr.join("config").join("init.evcxr");
+    let krate = evcxr.join("features");
+    let stamp = evcxr.join("features.txt");
+    let wanted = features.join(",");
+    let before = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if features.is_empty() {
+        let _ = std::fs::remove_file(&init);
+        let _ = std::fs::remove_dir_all(&krate);
+    } else {
+        mkdir(&krate)?;
+        let list = features
+            .iter()
+            .map(|f| json_string(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        write(
+            &krate.join("Cargo.toml"),
+            &format!(
+                "# Written by `cargo xtask lab --features {wanted}`: builds the kernel's mnist_lab\n\
+                 # with these features (see xtask/src/setup.rs, write_kernel_features).\n\
+                 [package]\nname = \"mnist_lab_features\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+                 publish = false\n\n[lib]\npath = \"lib.rs\"\n\n[dependencies]\n\
+                 mnist_lab = {{ path = {}, features = [{list}] }}\n",
+                json_string(&project.root.join("mnist_lab").display().to_string())
+            ),
+        )?;
+        write(&krate.join("lib.rs"), "")?;
+        write(
+            &init,
+            &format!(
+                ":dep mnist_lab_features = {{ path = {} }}\n",
+                json_string(&krate.display().to_string())
+            ),
+        )?;
+        println!(
+            "setup: the kernel's mnist_lab is built with --features {wanted} (a set-up without \
+             --features, `cargo xtask test` included, goes back to the CPU kernel)"
+        );
+    }
+    write(&stamp, &wanted)?;
+    Ok(before != wanted)
+}
+
+/// Finds evcxr_jupyter 0.22 (on PATH, conda's included, or in Cargo's bin folder),
+/// installing it with `cargo install` when none of the tested version is there.
+fn ensure_evcxr() -> Result<PathBuf> {
+    let cargo_bin = cargo_home().join("bin").join(exe("evcxr_jupyter"));
+    let candidates = evcxr_candidates(which("evcxr_jupyter"), &cargo_bin);
+    let why = match choose_evcxr(&candidates) {
+        Ok(found) => {
+            println!(
+                "setup: evcxr_jupyter {} found at {}",
+                found.version.as_deref().unwrap_or("?"),
+                found.path.display()
+            );
+            return Ok(found.path.clone());
+        }
+        Err(why) => why,
+    };
     println!(
-        "setup: installing evcxr_jupyter {EVCXR_VERSION} with `cargo install` (once; about 10 \
-         minutes on 2 cores)"
+        "setup: {why}: installing evcxr_jupyter {EVCXR_VERSION} with `cargo install` (once; \
+         about 10 minutes on 2 cores)"
     );
     let status = Command::new(cargo())
         .args(["install", "evcxr_jupyter", "--locked", "--version"])
         .arg(format!("~{EVCXR_VERSION}"))
         .status()
         .map_err(|e| format!("could not run cargo install: {e}"))?;
-    if !status.success() || !bin.exists() {
+    if !status.success() || !cargo_bin.exists() {
         return Err(format!(
             "`cargo install evcxr_jupyter --version ~{EVCXR_VERSION}` failed; see its output above"
         ));
     }
-    Ok(bin)
+    Ok(cargo_bin)
+}
+
+/// An evcxr_jupyter program and its version, when it can be told.
+#[derive(Debug, Clone, PartialEq)]
+struct Evcxr {
+    path: PathBuf,
+    version: Option<String>,
+}
+
+/// The evcxr_jupyter programs to consider, in order: the one on PATH (what a user's own
+/// Jupyter would start), then Cargo's.
+fn evcxr_candidates(on_path: Option<PathBuf>, cargo_bin: &Path) -> Vec<Evcxr> {
+    let mut paths: Vec<PathBuf> = on_path.into_iter().collect();
+    if cargo_bin.is_file() && !paths.iter().any(|p| same_file(p, cargo_bin)) {
+        paths.push(cargo_bin.to_path_buf());
+    }
+    paths
+        .into_iter()
+        .map(|path| Evcxr {
+            version: evcxr_version(&path),
+            path,
+        })
+        .collect()
+}
+
+/// The first candidate of the tested version, or why there is none (one line).
+fn choose_evcxr(candidates: &[Evcxr]) -> std::result::Result<&Evcxr, String> {
+    if let Some(found) = candidates.iter().find(|c| {
+        c.version
+            .as_deref()
+            .is_some_and(|v| v.starts_with(&format!("{EVCXR_VERSION}.")))
+    }) {
+        return Ok(found);
+    }
+    Err(match candidates.first() {
+        None => "evcxr_jupyter is not installed".to_string(),
+        Some(Evcxr {
+            path,
+            version: Some(v),
+        }) => format!(
+            "evcxr_jupyter {v} at {} is not the {EVCXR_VERSION}.x the notebooks are tested with \
+             (the stop button and live progress need {EVCXR_VERSION}'s interrupt replies)",
+            path.display()
+        ),
+        Some(Evcxr {
+            path,
+            version: None,
+        }) => format!(
+            "the version of evcxr_jupyter at {} cannot be told, and the notebooks are tested \
+             with {EVCXR_VERSION}.x",
+            path.display()
+        ),
+    })
+}
+
+/// The version of the evcxr_jupyter at `path` (which has no `--version` option), from what
+/// installed it: `cargo install --list` for Cargo's bin folder, `conda-meta/` for a conda
+/// environment, else the crate paths Cargo compiles into the program
+/// (`evcxr_jupyter-0.22.0/src/...`).
+fn evcxr_version(path: &Path) -> Option<String> {
+    let dir = path.parent()?;
+    if same_dir(dir, &cargo_home().join("bin")) {
+        let listed = Command::new(cargo())
+            .args(["install", "--list"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        if let Some(v) = listed
+            .lines()
+            .find_map(|line| line.strip_prefix("evcxr_jupyter v"))
+        {
+            return Some(v.trim_end_matches(':').to_string());
+        }
+    }
+    // A conda environment: <env>/bin/evcxr_jupyter (Scripts\ or Library\bin\ on Windows) and
+    // <env>/conda-meta/evcxr-0.21.0-h1234_0.json.
+    for env in dir.ancestors().skip(1).take(2) {
+        if let Ok(entries) = std::fs::read_dir(env.join("conda-meta")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                for package in ["evcxr_jupyter-", "evcxr-"] {
+                    if let Some(rest) = name.strip_prefix(package)
+                        && let Some(version) = rest.split('-').next()
+                        && version.starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        return Some(version.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let bytes = std::fs::read(path).ok()?;
+    version_after(&bytes, b"evcxr_jupyter-").or_else(|| version_after(&bytes, b"evcxr-"))
+}
+
+/// The first `N.N.N` right after `prefix` in `bytes`.
+fn version_after(bytes: &[u8], prefix: &[u8]) -> Option<String> {
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(prefix.len()).position(|w| w == prefix) {
+        let tail = &rest[at + prefix.len()..];
+        let version: String = tail
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b'.')
+            .map(|&b| b as char)
+            .collect();
+        if version.split('.').count() == 3 && version.split('.').all(|p| !p.is_empty()) {
+            return Some(version);
+        }
+        rest = tail;
+    }
+    None
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    same_dir(a, b)
 }
 
 /// evcxr infers the types of a cell's variables with rust-analyzer, which reads the standard
@@ -248,8 +438,9 @@ fn write_kernel(project: &Project, python: &Path, evcxr: &Path) -> Result {
     Ok(())
 }
 
-/// The Cargo workspace each build slot starts from (see scripts/evcxr_kernel.py).
-fn write_build_template(project: &Project) -> Result {
+/// The Cargo workspace each build slot starts from (see scripts/evcxr_kernel.py). The pin
+/// names the kernel's GPU `features` too, so their dependencies stay in the slot's lock.
+fn write_build_template(project: &Project, features: &[String]) -> Result {
     let template = project.evcxr_dir().join("template");
     mkdir(&template.join("pin"))?;
     write(&template.join("Cargo.toml"), SLOT_MANIFEST)?;
@@ -265,8 +456,14 @@ fn write_build_template(project: &Project) -> Result {
              # rust-analyzer (which evcxr runs on every cell) filters it out and so does not\n\
              # analyse Burn at kernel start, only once the notebook's `:dep` asks for it.\n\
              [package]\nname = \"pin\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
-             [lib]\npath = \"lib.rs\"\n\n[target.'cfg(any())'.dependencies]\nmnist_lab = {{ path = {} }}\n",
-            json_string(&crate_dir.display().to_string())
+             [lib]\npath = \"lib.rs\"\n\n[target.'cfg(any())'.dependencies]\nmnist_lab = {{ path = {}{} }}\n",
+            json_string(&crate_dir.display().to_string()),
+            if features.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = features.iter().map(|f| json_string(f)).collect();
+                format!(", features = [{}]", list.join(", "))
+            }
         ),
     )?;
     write(&template.join("pin").join("lib.rs"), "")?;
@@ -409,8 +606,100 @@ fn exe(name: &str) -> String {
 
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    which_in(name, &std::env::var_os("PATH")?)
+}
+
+/// The first `name` in the folders of `path` (PATH's format).
+fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|dir| dir.join(exe(name)))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder under the target folder, emptied first.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/xtask-tests")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// An executable script at `dir/evcxr_jupyter` whose text is `body`.
+    fn fake_evcxr(dir: &Path, body: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(exe("evcxr_jupyter"));
+        std::fs::write(&path, body).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        path
+    }
+
+    /// PATH with `dir` in front of the real one.
+    fn path_with(dir: &Path) -> std::ffi::OsString {
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(dirs).unwrap()
+    }
+
+    #[test]
+    fn a_conda_evcxr_0_21_on_path_is_not_used() {
+        let env = scratch("conda-env");
+        let bin = env.join("bin");
+        fake_evcxr(&bin, "#!/bin/sh\necho 'evcxr_jupyter from conda-forge'\n");
+        std::fs::create_dir_all(env.join("conda-meta")).unwrap();
+        std::fs::write(env.join("conda-meta/evcxr-0.21.0-h5a7c7b1_0.json"), "{}").unwrap();
+
+        let found = which_in("evcxr_jupyter", &path_with(&bin)).unwrap();
+        assert!(found.starts_with(&bin), "{}", found.display());
+        let candidates = evcxr_candidates(Some(found), &env.join("no-cargo/evcxr_jupyter"));
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].version.as_deref(), Some("0.21.0"));
+        let why = choose_evcxr(&candidates).unwrap_err();
+        assert!(
+            why.contains("0.21.0") && why.contains("0.22.x") && !why.contains('\n'),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_cargo_built_evcxr_tells_its_version_by_its_crate_paths() {
+        let dir = scratch("built");
+        let old = fake_evcxr(
+            &dir.join("old"),
+            "panicked at /home/u/.cargo/registry/src/x/evcxr_jupyter-0.21.1/src/core.rs",
+        );
+        let new = fake_evcxr(
+            &dir.join("new"),
+            "panicked at /home/u/.cargo/registry/src/x/evcxr-0.22.0/src/module.rs",
+        );
+        let candidates = evcxr_candidates(Some(old), &new);
+        assert_eq!(candidates[0].version.as_deref(), Some("0.21.1"));
+        assert_eq!(candidates[1].version.as_deref(), Some("0.22.0"));
+        // The tested version is used even when an older one comes first on PATH.
+        assert_eq!(choose_evcxr(&candidates).unwrap().path, candidates[1].path);
+    }
+
+    #[test]
+    fn an_evcxr_of_unknown_version_is_not_used() {
+        let dir = scratch("unknown");
+        let fake = fake_evcxr(&dir, "#!/bin/sh\n");
+        let candidates = evcxr_candidates(Some(fake), &dir.join("none"));
+        let why = choose_evcxr(&candidates).unwrap_err();
+        assert!(why.contains("cannot be told"), "{why}");
+        assert_eq!(
+            choose_evcxr(&[]).unwrap_err(),
+            "evcxr_jupyter is not installed"
+        );
+    }
 }
