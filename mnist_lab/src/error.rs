@@ -75,6 +75,13 @@ pub enum Error {
         /// What went wrong and what to do.
         message: String,
     },
+    /// An output file (a report, a chart, a saved model) cannot be written there.
+    Output {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// A plot could not be drawn or saved.
     Plot {
         /// What went wrong.
@@ -167,6 +174,12 @@ impl fmt::Display for Error {
                 )
             }
             Error::Device { message } => write!(f, "{message}"),
+            Error::Output { path, source } => write!(
+                f,
+                "cannot write {}: {source}. Choose a file in a folder that exists and that you \
+                 can write to, and run again.",
+                path.display()
+            ),
             Error::Plot { message } => write!(f, "could not draw the plot: {message}"),
         }
     }
@@ -181,7 +194,7 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Output { source, .. } => Some(source),
             _ => None,
         }
     }
