@@ -13,17 +13,24 @@ A notebook fails when
   returned with `?`; cargo's "Compiling ..." lines excepted) or panics ("panicked at", or
   the short message of mnist_lab's panic hook). A cell tagged `raises-exception` must fail
   instead (and without a backtrace), and the notebook goes on;
-- a chart shows as text (its Debug form) instead of an image;
+- a chart shows as text (its Debug form) instead of an image, or a cell whose code ends with
+  `loss_chart(&report)?` does not end with that chart (an image as its last output; the live
+  progress display that `train` shows while it runs comes before it);
 - it does not show what its metadata `mnist_lab.expect` lists, by default
   "loss plot" (an SVG with "Training loss" in it) and "accuracy line"
   ("Accuracy of the network on the N test images: X %"); "text:..." entries must appear in
-  some cell's text output.
+  some cell's text output; "chart:..." entries in the SVG of a chart shown with its PNG.
+
+A cell tagged `interrupt-after-N` (N seconds) is stopped the way the stop button stops it: the
+runner sends the kernel an interrupt N seconds after the cell starts. It must then end
+without an error (mnist_lab's `train` stops early and keeps the model).
 
 Executed notebooks are written to --out (for reading, or as CI artifacts).
 Exit status: 0 when every notebook passed.
 """
 
 import argparse
+import asyncio
 import os
 import re
 import sys
@@ -41,6 +48,10 @@ CARGO_PROGRESS = re.compile(r"^\s*(Compiling|Updating|Locking|Adding|Downloading
 DEFAULT_EXPECT = ["loss plot", "accuracy line"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXPECTED_FAILURE_TAG = "raises-exception"
+INTERRUPT_TAG = re.compile(r"^interrupt-after-(\d+(?:\.\d+)?)$")
+# A training cell that ends by drawing its loss chart.
+ENDS_WITH_CHART = re.compile(r"loss_chart\(&\w+\)\?\s*$")
+IMAGE_TYPES = ("image/svg+xml", "image/png")
 
 
 class Client(NotebookClient):
@@ -139,11 +150,22 @@ def check(nb):
             problems.append(f"{where} panicked with a backtrace: the panic hook is not installed")
         if any(t.startswith("Chart { svg:") for t in cell_texts):
             problems.append(f"{where} shows a chart as text (its Debug form), not as an image")
+        if ENDS_WITH_CHART.search(cell.source) and not errors:
+            last = (cell.get("outputs") or [{}])[-1]
+            if not any(kind in last.get("data", {}) for kind in IMAGE_TYPES):
+                problems.append(f"{where} ends with loss_chart but its last output is not the chart "
+                                f"(it is {last.get('output_type', 'missing')})")
         texts.extend(cell_texts)
         for output in cell.get("outputs", []):
             svg = output.get("data", {}).get("image/svg+xml")
             if svg:
                 svgs.append(svg if isinstance(svg, str) else "".join(svg))
+    charts = [
+        ("".join(o["data"]["image/svg+xml"]), "image/png" in o["data"])
+        for cell in nb.cells
+        for o in cell.get("outputs", [])
+        if "image/svg+xml" in o.get("data", {})
+    ]
     expect = nb.metadata.get("mnist_lab", {}).get("expect", DEFAULT_EXPECT)
     all_text = "\n".join(texts)
     for item in expect:
@@ -156,6 +178,10 @@ def check(nb):
         elif item.startswith("text:"):
             if item[5:] not in all_text:
                 problems.append(f"the output never says {item[5:]!r}")
+        elif item.startswith("chart:"):
+            # A chart: an SVG holding the words (its title), shown with a PNG of itself.
+            if not any(item[6:] in svg and png for svg, png in charts):
+                problems.append(f"no chart {item[6:]!r} (an image/svg+xml with it, and an image/png)")
         else:
             problems.append(f"unknown expectation {item!r} in metadata.mnist_lab.expect")
     return problems
@@ -184,12 +210,28 @@ def execute(path, args, cells=None, quiet=False):
         if cell.cell_type == "code" and not quiet:
             print(f"  [{cell_index}] {first_line(cell.source)}", flush=True)
 
+    stops = {}
+
+    def execute_sent(cell, cell_index, **_):
+        """For a cell tagged interrupt-after-N: the stop button, N seconds from now."""
+        after = [float(m.group(1)) for tag in cell.get("metadata", {}).get("tags", [])
+                 if (m := INTERRUPT_TAG.match(tag))]
+        if after:
+            def stop():
+                print(f"  [{cell_index}] interrupt (the stop button) after {after[0]:g} s", flush=True)
+                asyncio.ensure_future(client.km.interrupt_kernel())
+
+            stops[cell_index] = asyncio.get_running_loop().call_later(after[0], stop)
+
     def executed(cell, cell_index, **_):
+        if cell_index in stops:
+            stops.pop(cell_index).cancel()  # a cell that ended first is not interrupted
         if not quiet:
             took = seconds(cell)
             print(f"  [{cell_index}] done in {took:.1f} s" if took is not None else "", flush=True)
 
     client.on_cell_start = started
+    client.on_cell_execute = execute_sent
     client.on_cell_executed = executed
     client.execute()
     return nb
