@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch twin of `mnist-lab bench`: training and evaluation images/s of the lecture's
-four models, on the CPU, printed as JSON in the same schema.
+four models, on the CPU (or an NVIDIA GPU: --device cuda), printed as JSON in the same schema.
 
 The models, the optimiser and the loop are the lecture's: Linear 784-600-600-10 (fc),
 the same with ReLU (fc-relu), Conv2d(1, 10, 7) in front (conv), and Conv2d(10, 55, 2)
@@ -149,7 +149,7 @@ def bench_model(kind, data, args):
     train_x, train_y, test_x, test_y = data
     b = args.batch_size
     torch.manual_seed(args.seed)
-    model = make_model(kind, args.hidden_size)
+    model = make_model(kind, args.hidden_size).to(args.device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate)
 
@@ -161,7 +161,7 @@ def bench_model(kind, data, args):
         if state["pos"] >= len(train_y):
             state["perm"] = torch.randperm(len(train_y), generator=generator)
             state["pos"] = 0
-        idx = state["perm"][state["pos"] : state["pos"] + b]
+        idx = state["perm"][state["pos"] : state["pos"] + b].to(train_y.device)
         state["pos"] += b
         return train_x.index_select(0, idx), train_y.index_select(0, idx)
 
@@ -246,7 +246,14 @@ def main():
     p.add_argument("--peak-gflops", type=float, default=None)
     p.add_argument("--quick", action="store_true", help="a few steps per model (smoke)")
     p.add_argument("--json", help="also write the JSON to this file")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda for an NVIDIA GPU (the data then lives on the GPU, as in Burn)",
+    )
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but this PyTorch sees no CUDA GPU")
     if args.quick:
         args.warmup_steps, args.runs = 2, 2
         args.steps = args.steps or 3
@@ -262,6 +269,7 @@ def main():
         *load_split(args.data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
         *load_split(args.data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
     )
+    data = tuple(tensor.to(args.device) for tensor in data)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     results = []
     for kind in models:
@@ -282,7 +290,11 @@ def main():
     report = {
         "tool": "bench/torch_bench.py",
         "framework": f"pytorch {torch.__version__}",
-        "device": "cpu",
+        "device": (
+            f"cuda ({torch.cuda.get_device_name(args.device)})"
+            if args.device.startswith("cuda")
+            else "cpu"
+        ),
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "hidden_size": args.hidden_size,
