@@ -6,8 +6,8 @@
 //!
 //! The notebooks keep the code the lecture teaches (hyper-parameters, the model structs and
 //! their `forward`); this crate holds the plumbing: the MNIST [data] pipeline, the lecture's
-//! four [models], the [device] choice, the [train]ing loop and evaluation, and the loss
-//! [plot]s.
+//! four [models], the [device] choice, the [train]ing loop and evaluation, the loss
+//! [plot]s, a look [inspect]ing a model (its layers, filters and mistakes), and [save]d models.
 //!
 //! # Example
 //!
@@ -31,12 +31,14 @@ pub mod check;
 pub mod data;
 pub mod device;
 mod error;
+pub mod inspect;
 pub mod live;
 pub mod models;
 pub mod nn;
 pub mod output;
 pub mod plot;
 pub mod run;
+pub mod save;
 pub mod train;
 
 pub use error::{Error, Result};
@@ -45,12 +47,14 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{Mnist, MnistBatch};
     pub use crate::device::{Device, DeviceChoice, pick_device};
+    pub use crate::inspect::{Interpretation, feature_maps_chart, filters_chart, predict, summary};
     pub use crate::models::{
         Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig,
     };
     pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
     pub use crate::run::results_table;
+    pub use crate::save::{load, save};
     pub use crate::train::{TrainingConfig, TrainingReport, evaluate, train};
     pub use crate::{Error, Result};
     pub use burn::module::Module;

@@ -173,9 +173,30 @@ impl Conv2d {
         if let Some(bias) = &self.bias
             && self.takes_fused_path(&input)
         {
-            return flex_ops::conv2d(input, self.weight.val(), bias.val());
+            return self.recorded(flex_ops::conv2d(input, self.weight.val(), bias.val()));
         }
-        self.as_burn().forward(input)
+        self.recorded(self.as_burn().forward(input))
+    }
+
+    /// Hands `output` back, noting its shape first when a summary is measuring the model.
+    fn recorded(&self, output: Tensor<4>) -> Tensor<4> {
+        if crate::inspect::recording() {
+            let [c_out, c_in, kh, kw] = self.weight.dims();
+            let mut kind = format!("Conv2d {} -> {c_out}, {kh} x {kw}", c_in * self.groups);
+            if self.stride != [1, 1] {
+                kind += &format!(", stride {:?}", self.stride);
+            }
+            if !matches!(self.padding, PaddingConfig2d::Valid) {
+                kind += &format!(", padding {:?}", self.padding);
+            }
+            crate::inspect::record(crate::inspect::LayerCall {
+                weight: self.weight.id,
+                kind,
+                output: output.dims().to_vec(),
+                fan_in: c_in * kh * kw,
+            });
+        }
+        output
     }
 
     /// The same layer as Burn's `Conv2d`, sharing these parameters (gradients included).

@@ -3,6 +3,7 @@
 //! Used by the `mnist-lab` program and by the notebooks' summary cells.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use burn::tensor::Device;
 
@@ -29,12 +30,25 @@ pub fn run_model(
     config: &TrainingConfig,
     device: &Device,
 ) -> Result<TrainingReport> {
+    run_model_and_save(kind, data, config, device, None)
+}
+
+/// [`run_model`], then, when `save` names a file, saves the trained model there
+/// ([`crate::save::save`]; `mnist-lab train --save`).
+pub fn run_model_and_save(
+    kind: ModelKind,
+    data: &Mnist,
+    config: &TrainingConfig,
+    device: &Device,
+    save: Option<&Path>,
+) -> Result<TrainingReport> {
     config.validate()?;
     train::seed(device, config.seed);
     let fit = Fit {
         data,
         config,
         device,
+        save,
     };
     let (h, c) = (config.hidden_size, config.num_classes);
     kind.build(config.input_size, h, c, device, fit)
@@ -45,13 +59,14 @@ struct Fit<'a> {
     data: &'a Mnist,
     config: &'a TrainingConfig,
     device: &'a Device,
+    save: Option<&'a Path>,
 }
 
 impl ModelTask for Fit<'_> {
     type Output = Result<TrainingReport>;
 
     fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output {
-        fit(model, kind, self.data, self.config, self.device)
+        fit(model, kind, self.data, self.config, self.device, self.save)
     }
 }
 
@@ -61,6 +76,7 @@ fn fit<M: Classifier>(
     data: &Mnist,
     config: &TrainingConfig,
     device: &Device,
+    save: Option<&Path>,
 ) -> Result<TrainingReport> {
     let (model, report) = train::train(model, data, config, device)?;
     let mut report = report.named(kind.name());
@@ -68,6 +84,9 @@ fn fit<M: Classifier>(
         train::evaluate(&model, data, config, device)?,
         data.test.len(),
     );
+    if let Some(path) = save {
+        crate::save::save(&model, path)?;
+    }
     Ok(report)
 }
 

@@ -239,3 +239,132 @@ fn offline_without_data_says_where_it_looked_and_leaves_the_cache_empty() {
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+#[test]
+fn evaluate_a_saved_model_gives_the_training_runs_accuracy() {
+    let data = data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (model, train_json, eval_json) = (
+        dir.path().join("conv.bpk"),
+        dir.path().join("train.json"),
+        dir.path().join("eval.json"),
+    );
+    let d = path(data.path());
+    let output = mnist_lab(&[
+        "train",
+        "--model",
+        "conv",
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--data",
+        d,
+        "--device",
+        "cpu",
+        "--json",
+        path(&train_json),
+        "--save",
+        path(&model),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("Saved the trained model to"), "{stdout}");
+
+    let output = mnist_lab(&[
+        "evaluate",
+        "--model",
+        "conv",
+        "--hidden-size",
+        "16",
+        "--load",
+        path(&model),
+        "--data",
+        d,
+        "--device",
+        "cpu",
+        "--json",
+        path(&eval_json),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Accuracy of the network on the 100 test images"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Confusion matrix (rows: true digit"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Most confused"), "{stdout}");
+
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (trained, evaluated) = (json(&train_json), json(&eval_json));
+    assert_eq!(evaluated["test_accuracy"], trained["test_accuracy"]);
+    let confusion = evaluated["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 10);
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 100);
+    assert_eq!(
+        evaluated["per_class_accuracy"].as_array().unwrap().len(),
+        10
+    );
+
+    // The wrong model for the file: a clean error naming the layer.
+    let output = mnist_lab(&[
+        "evaluate",
+        "--model",
+        "conv2",
+        "--hidden-size",
+        "16",
+        "--load",
+        path(&model),
+        "--data",
+        d,
+        "--device",
+        "cpu",
+    ]);
+    let stderr = assert_clean_failure(&output);
+    assert!(stderr.contains("does not fit this model"), "{stderr}");
+}
+
+#[test]
+fn train_checks_the_save_path_before_training() {
+    let data = data_dir();
+    let missing = data.path().join("no-such-folder").join("model.bpk");
+    let output = mnist_lab(&[
+        "train",
+        "--model",
+        "fc",
+        "--hidden-size",
+        "16",
+        "--data",
+        path(data.path()),
+        "--device",
+        "cpu",
+        "--save",
+        path(&missing),
+    ]);
+    let stderr = assert_clean_failure(&output);
+    assert!(stderr.contains("no-such-folder"), "{stderr}");
+    assert!(
+        !text(&output.stdout).contains("Epoch ["),
+        "trained before checking"
+    );
+}

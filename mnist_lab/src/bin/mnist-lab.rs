@@ -5,7 +5,7 @@
 //! - `mnist-lab train --model conv` trains one model.
 //! - `mnist-lab bench` measures training and evaluation images/s and prints JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -13,9 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use mnist_lab::bench::{self, BenchConfig};
 use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
-use mnist_lab::models::ModelKind;
+use mnist_lab::inspect::Interpretation;
+use mnist_lab::models::{Classifier, ModelKind, ModelTask};
+use mnist_lab::output;
 use mnist_lab::plot::compare_chart;
-use mnist_lab::run::{LECTURE_RUNS, results_table, run_model};
+use mnist_lab::run::{LECTURE_RUNS, results_table, run_model, run_model_and_save};
 use mnist_lab::train::{TrainingConfig, TrainingReport};
 
 #[derive(Parser)]
@@ -59,6 +61,8 @@ enum Command {
     },
     /// Measure training and evaluation images/s (and GFLOP/s) of the lecture's models; prints JSON.
     Bench(BenchArgs),
+    /// Evaluate a model saved by `train --save`: accuracy, confusion matrix, most confused pairs.
+    Evaluate(EvaluateArgs),
 }
 
 #[derive(Args)]
@@ -136,6 +140,9 @@ struct TrainArgs {
     /// Write the run's report (settings, losses, timings, accuracy) to this JSON file
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Save the trained model to this file (burnpack, e.g. conv2.bpk), for `evaluate --load`
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -160,6 +167,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Plot { reports, out } => plot(&reports, &out),
         Command::Bench(args) => bench(args),
+        Command::Evaluate(args) => evaluate(args),
     }
 }
 
@@ -209,9 +217,16 @@ fn train(args: TrainArgs) -> Result<()> {
         .with_seed(args.seed)
         .with_max_steps(args.max_steps);
     config.validate()?;
+    if let Some(path) = &args.save {
+        output::check_file(path)?;
+    }
     let data = Mnist::load_from(args.data.as_deref())?;
     let device = pick_device(args.device)?;
-    let report = run_model(args.model, &data, &config, &device)?;
+    let save = args.save.as_deref();
+    let report = run_model_and_save(args.model, &data, &config, &device, save)?;
+    if let Some(path) = save {
+        println!("Saved the trained model to {}", path.display());
+    }
     println!("\n{}", results_table(std::slice::from_ref(&report)));
     if let Some(path) = args.json {
         write_json(&path, &report)?;
@@ -292,4 +307,108 @@ fn bench(args: BenchArgs) -> Result<()> {
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Which model the file holds
+    #[arg(long, value_enum)]
+    model: ModelKind,
+    /// The saved model (from `train --save`)
+    #[arg(long)]
+    load: PathBuf,
+    /// Width of the hidden layers, as when it was trained
+    #[arg(long, default_value_t = 600)]
+    hidden_size: usize,
+    /// Folder with the four MNIST files [default: MNIST_LAB_DATA, else the cache, downloading]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Most confused pairs to list
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// Write test_accuracy, confusion (rows: true digit) and per_class_accuracy to this JSON file
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What `evaluate --json` writes.
+#[derive(serde::Serialize)]
+struct EvaluationReport {
+    model: ModelKind,
+    test_accuracy: f64,
+    test_total: usize,
+    /// `confusion[true][predicted]` images.
+    confusion: [[usize; 10]; 10],
+    /// Percent per digit; `null` for a digit the test set lacks.
+    per_class_accuracy: [Option<f64>; 10],
+    most_confused: Vec<String>,
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        output::check_file(path)?;
+    }
+    let data = Mnist::load_from(args.data.as_deref())?;
+    let device = pick_device(args.device)?;
+    let task = LoadAndInterpret {
+        path: &args.load,
+        split: &data.test,
+        device: &device,
+    };
+    let config = TrainingConfig::new().with_hidden_size(args.hidden_size);
+    let interpretation = args.model.build(
+        config.input_size,
+        config.hidden_size,
+        config.num_classes,
+        &device,
+        task,
+    )?;
+    println!(
+        "Accuracy of the network on the {} test images: {:.1} %",
+        interpretation.len(),
+        interpretation.accuracy()
+    );
+    println!("\nConfusion matrix (rows: true digit, columns: predicted):");
+    print!("{}", interpretation.confusion_text());
+    let pairs: Vec<String> = interpretation
+        .most_confused(args.pairs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!("\nMost confused (true -> predicted):");
+    for pair in &pairs {
+        println!("  {pair}");
+    }
+    if let Some(path) = args.json {
+        let report = EvaluationReport {
+            model: args.model,
+            test_accuracy: interpretation.accuracy(),
+            test_total: interpretation.len(),
+            confusion: interpretation.confusion(),
+            per_class_accuracy: interpretation.per_class_accuracy(),
+            most_confused: pairs,
+        };
+        write_json(&path, &report)?;
+        println!("Wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Loads a saved model into a freshly built one of its kind, then interprets it on a split.
+struct LoadAndInterpret<'a> {
+    path: &'a Path,
+    split: &'a mnist_lab::data::Split,
+    device: &'a mnist_lab::device::Device,
+}
+
+impl ModelTask for LoadAndInterpret<'_> {
+    type Output = Result<Interpretation>;
+
+    fn run<M: Classifier>(self, skeleton: M, _kind: ModelKind) -> Self::Output {
+        let model = mnist_lab::save::load(skeleton, self.path)?;
+        Ok(Interpretation::new(&model, self.split, self.device)?)
+    }
 }

@@ -102,9 +102,23 @@ impl Linear {
             && D == 2
             && takes_fused_path(&input, &weight, bias)
         {
-            return super::flex_ops::linear(input, weight, bias.clone());
+            return self.recorded(super::flex_ops::linear(input, weight, bias.clone()));
         }
-        burn::tensor::module::linear(input, weight, bias)
+        self.recorded(burn::tensor::module::linear(input, weight, bias))
+    }
+
+    /// Hands `output` back, noting its shape first when a summary is measuring the model.
+    fn recorded<const D: usize>(&self, output: Tensor<D>) -> Tensor<D> {
+        if crate::inspect::recording() {
+            let [d_input, d_output] = self.weight.dims();
+            crate::inspect::record(crate::inspect::LayerCall {
+                weight: self.weight.id,
+                kind: format!("Linear {d_input} -> {d_output}"),
+                output: output.dims().to_vec(),
+                fan_in: d_input,
+            });
+        }
+        output
     }
 
     /// The same layer as Burn's `Linear`, sharing these parameters (gradients included).

@@ -1,0 +1,204 @@
+//! Saving a trained model to a file and loading it back.
+//!
+//! The file is Burn's burnpack format (what `Module::save_file` writes in Burn 0.22): every
+//! parameter by its path in the model (`fc1.weight`), with its shape and values. [`save`]
+//! writes it whole or not at all; [`load`] checks the file against the model it loads into
+//! and names the first layer whose shape differs, instead of Burn's panic.
+//!
+//! ```
+//! use mnist_lab::prelude::*;
+//!
+//! let device = mnist_lab::device::cpu();
+//! let model = FcNetConfig::new(784, 32, 10).init(&device);
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("fc.bpk");
+//! save(&model, &path).unwrap();
+//!
+//! // A skeleton of the same architecture (its weights are replaced), then the file's weights.
+//! let loaded = load(FcNetConfig::new(784, 32, 10).init(&device), &path).unwrap();
+//! let images = Tensor::<4>::ones([1, 1, 28, 28], &device);
+//! assert_eq!(
+//!     model.forward(images.clone()).into_data(),
+//!     loaded.forward(images).into_data()
+//! );
+//!
+//! // A model of another shape is refused, naming the layer.
+//! let wrong = load(FcNetConfig::new(784, 64, 10).init(&device), &path).unwrap_err();
+//! assert!(wrong.to_string().contains("fc1.weight"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::store::ModuleRecord;
+use burn::tensor::Tensor;
+
+use crate::{Error, Result, output};
+
+/// Saves `model`'s parameters to `path` (Burn's burnpack format; `.bpk` is the usual name).
+///
+/// The file is written to a temporary file in the same folder, then renamed
+/// ([`crate::output::write_atomic`]): a failed or interrupted save leaves any earlier file at
+/// `path` as it was, and no partial file.
+pub fn save<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    output::check_file(path)?;
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| Error::Output {
+            path: path.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?;
+    output::write_atomic(path, &bytes)
+}
+
+/// Loads the parameters saved in `path` into `skeleton`, a model of the same architecture
+/// (built as for training; its own weights are replaced), and returns it.
+///
+/// Errors, never a panic: a missing file ([`Error::Io`]); a file that is not a whole saved
+/// model, truncated or damaged ([`Error::Io`] with the reason); a file saved from a model of
+/// another shape ([`Error::ModelShape`], naming the first parameter that differs and both
+/// shapes, or the parameters one has and the other lacks).
+pub fn load<M: Module>(skeleton: M, path: impl AsRef<Path>) -> Result<M> {
+    let path = path.as_ref();
+    let action = "loading the model from";
+    let bytes = std::fs::read(path).map_err(|e| Error::io(action, path, e))?;
+    let damaged = |problem: String| {
+        Error::io(
+            action,
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the file is not a whole saved model ({problem}); it is truncated, damaged \
+                     or not a model file. Save the model again (save(&model, path) or \
+                     `mnist-lab train --save`)"
+                ),
+            ),
+        )
+    };
+    let in_file: BTreeMap<String, Vec<usize>> =
+        burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.clone()))
+            .and_then(|reader| reader.into_tensors())
+            .map_err(|e| damaged(e.to_string()))?
+            .into_iter()
+            .map(|t| (t.name, t.shape.to_vec()))
+            .collect();
+    compare(&parameter_shapes(&skeleton), &in_file, path)?;
+    let record = ModuleRecord::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| damaged(e.to_string()))?;
+    // Each parameter is loaded onto the device of the skeleton's parameter it replaces.
+    crate::check::quietly(|| skeleton.try_load_record(record))
+        .map_err(damaged)?
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// Every float parameter of `model` by its path (`fc1.weight`), with its shape.
+pub(crate) fn parameter_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    parameters(model)
+        .into_iter()
+        .map(|(path, _, shape)| (path, shape))
+        .collect()
+}
+
+/// Every float parameter of `model`, in visiting order: its path (`fc1.weight`), its id and
+/// its shape.
+pub(crate) fn parameters<M: Module>(model: &M) -> Vec<(String, ParamId, Vec<usize>)> {
+    #[derive(Default)]
+    struct Walk {
+        path: Vec<String>,
+        found: Vec<(String, ParamId, Vec<usize>)>,
+    }
+    impl ModuleVisitor for Walk {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let dims = param.lazy_shape().dims::<D>().to_vec();
+            self.found.push((self.path.join("."), param.id, dims));
+        }
+    }
+    let mut walk = Walk::default();
+    model.visit(&mut walk);
+    walk.found
+}
+
+/// Explains the first difference between the model's parameters and the file's.
+fn compare(
+    in_model: &BTreeMap<String, Vec<usize>>,
+    in_file: &BTreeMap<String, Vec<usize>>,
+    path: &Path,
+) -> Result<()> {
+    let file = path.display();
+    let advice = "Load it into a model built exactly as the saved one was (same layers, same \
+                  sizes), or train this model instead.";
+    for (name, model_shape) in in_model {
+        if let Some(file_shape) = in_file.get(name)
+            && file_shape != model_shape
+        {
+            return Err(Error::ModelShape {
+                message: format!(
+                    "the model saved in {file} does not fit this model: {name} is {} in the \
+                     file but {} in the model. {advice}",
+                    shape_text(file_shape),
+                    shape_text(model_shape)
+                ),
+            });
+        }
+    }
+    let only_model: Vec<&str> = in_model
+        .keys()
+        .filter(|k| !in_file.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let only_file: Vec<&str> = in_file
+        .keys()
+        .filter(|k| !in_model.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if only_model.is_empty() && only_file.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if !only_model.is_empty() {
+        parts.push(format!(
+            "the model has {} that the file lacks",
+            only_model.join(", ")
+        ));
+    }
+    if !only_file.is_empty() {
+        parts.push(format!(
+            "the file has {} that the model lacks",
+            only_file.join(", ")
+        ));
+    }
+    Err(Error::ModelShape {
+        message: format!(
+            "the model saved in {file} does not fit this model: {}. {advice}",
+            parts.join(", and ")
+        ),
+    })
+}
+
+/// `[24255, 600]` as `24255 x 600`.
+fn shape_text(dims: &[usize]) -> String {
+    let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
+    parts.join(" x ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_read_as_products() {
+        assert_eq!(shape_text(&[24255, 600]), "24255 x 600");
+    }
+}
