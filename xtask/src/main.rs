@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask lab`: set up the notebooks (the first time) and open JupyterLab on them.
 //! - `cargo xtask setup`: the same set-up, without opening anything (for CI).
-//! - `cargo xtask test`: `cargo test --workspace`, then every notebook executed and checked.
+//! - `cargo xtask test`: `cargo test --workspace`, then the kernel proxy's tests and every
+//!   notebook executed and checked.
 //! - `cargo xtask notebooks`: only the notebooks.
 //! - `cargo xtask strip`: removes outputs from the notebooks, before a commit.
 //!
@@ -22,7 +23,8 @@ tasks:
   lab        set up the notebooks (first time: evcxr_jupyter, JupyterLab, a warm kernel)
              and open JupyterLab on notebooks/
   setup      the same set-up, without opening anything (CI)
-  test       cargo test --workspace, then execute and check every notebook
+  test       cargo test --workspace, then test the kernel proxy and execute and check
+             every notebook
   notebooks  execute and check the notebooks only [NOTEBOOK.ipynb ...]
   strip      remove outputs from the notebooks (they are committed without)
 
@@ -31,7 +33,8 @@ options:
                      MNIST_LAB_DATA already set, else the crate's download cache]
   --max-steps N      training steps per run in test/notebooks [default: 60]
   --full             train every run in full in test/notebooks (no step limit)
-  --skip-notebooks   test: run cargo test only, and say so
+  --skip-notebooks   test: run cargo test only (no kernel proxy tests, no notebooks), and
+                     say so
   --no-open          lab: set up only, like `setup`
   --features LIST    lab/setup: build the notebook kernel's mnist_lab with GPU features
                      (wgpu, cuda; comma-separated); without it, the CPU kernel
@@ -173,7 +176,8 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// `cargo test --workspace`, then the notebooks unless `--skip-notebooks` says otherwise.
+/// `cargo test --workspace`, then, unless `--skip-notebooks` says otherwise, the kernel
+/// proxy's tests on a real kernel and the notebooks.
 fn test(project: &Project, options: &Options) -> Result {
     println!("== cargo test --workspace");
     let status = Command::new(cargo())
@@ -185,12 +189,22 @@ fn test(project: &Project, options: &Options) -> Result {
         return Err("cargo test --workspace failed".into());
     }
     if options.skip_notebooks {
-        println!("notebooks: SKIPPED, as asked (--skip-notebooks); they were not executed");
+        println!(
+            "notebooks: SKIPPED, as asked (--skip-notebooks); neither the notebooks nor the \
+             kernel proxy's tests were run"
+        );
         return Ok(());
     }
-    println!("\n== notebooks");
     let tools = setup::setup(project, setup::Warm::Never)?;
-    notebooks::run(project, &tools, options)
+    println!("\n== the kernel proxy (stop button, live displays)");
+    let proxy = notebooks::test_proxy(project, &tools, options);
+    println!("\n== notebooks");
+    let notebooks = notebooks::run(project, &tools, options);
+    // Both run, so that one failing does not hide what the other finds.
+    match (proxy, notebooks) {
+        (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        (proxy, notebooks) => proxy.and(notebooks),
+    }
 }
 
 /// The cargo that runs us, so that the same toolchain builds everything.

@@ -50,6 +50,20 @@ pub fn run(project: &Project, tools: &Tools, options: &Options) -> Result {
     run_command(&mut command, "the notebook runner")
 }
 
+/// The kernel proxy's tests (scripts/test_kernel_proxy.py): one real kernel, driven through
+/// jupyter_client; the stop button and the live displays.
+pub fn test_proxy(project: &Project, tools: &Tools, options: &Options) -> Result {
+    let mut command = Command::new(&tools.python);
+    command
+        .arg(project.scripts().join("test_kernel_proxy.py"))
+        .env("JUPYTER_PATH", jupyter_path(project))
+        .current_dir(&project.root);
+    if let Some(data) = &options.data {
+        command.env("MNIST_LAB_DATA", absolute(data)?);
+    }
+    run_command(&mut command, "the kernel proxy's tests")
+}
+
 /// Removes outputs and execution counts from the notebooks.
 pub fn strip(project: &Project, tools: &Tools, options: &Options) -> Result {
     let mut command = runner(project, tools);
