@@ -278,10 +278,9 @@ pub fn summary<M: Classifier + ModuleDisplay>(model: &M) -> Result<Summary> {
             "not measured: forward does not use it".to_string()
         } else {
             format!(
-                "not measured: {kind} is not one of mnist_lab's layers, so its output shape \
-                 cannot be measured on its own{}",
+                "not measured: {kind} is not a mnist_lab layer{}",
                 if kind == "Relu" {
-                    " (ReLU keeps the shape of its input)"
+                    " (ReLU keeps its input's shape)"
                 } else {
                     ""
                 }
