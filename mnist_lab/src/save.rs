@@ -22,9 +22,9 @@
 //!     loaded.forward(images).into_data()
 //! );
 //!
-//! // A model of another shape is refused, naming the layer.
+//! // A model of another shape is refused, naming the parameter and both shapes.
 //! let wrong = load(FcNetConfig::new(784, 64, 10).init(&device), &path).unwrap_err();
-//! assert!(wrong.to_string().contains("fc1.weight"));
+//! assert!(wrong.to_string().contains("fc1.bias is 32 in the file but 64 in the model"));
 //! ```
 
 use std::collections::BTreeMap;

@@ -32,9 +32,9 @@ const BATCH_SIZE: usize = 100;
 /// logits[0][4] = 5.0; // right
 /// logits[1][9] = 5.0; // a 4 taken for a 9
 /// logits[2][9] = 5.0; // right
-/// logits[3][7] = 5.0; // a 1 taken for a 7
+/// logits[3][1] = 5.0; // right
 /// let interp = Interpretation::from_logits(&logits, &[4, 4, 9, 1]).unwrap();
-/// assert_eq!(interp.accuracy(), 50.0);
+/// assert_eq!(interp.accuracy(), 75.0);
 /// assert_eq!(interp.confusion()[4][9], 1); // row: the true digit; column: the prediction
 /// assert_eq!(interp.most_confused(1)[0].to_string(), "4 -> 9: 1 time");
 /// ```
