@@ -2,12 +2,33 @@
 //!
 //! [`pick_device`] tries, in order, CUDA (feature `cuda`), wgpu (feature `wgpu`) and the CPU
 //! backend (`flex` by default, `ndarray` as an alternative), and prints one line saying what
-//! it chose and why. It never panics for want of a GPU. The choice can be forced with a
-//! [`DeviceChoice`] or the `MNIST_LAB_DEVICE` environment variable (`cpu`, `cuda`, `wgpu`).
+//! it chose and why, naming the GPU:
+//!
+//! ```text
+//! GPU found: training on wgpu (NVIDIA GeForce RTX 3060, discrete GPU, Vulkan)
+//! wgpu adapter llvmpipe (LLVM 15.0.6, 256 bits) is a software renderer: training on the CPU (flex, 8 threads) instead
+//! ```
+//!
+//! It never panics for want of a GPU. The choice can be forced with a [`DeviceChoice`] or the
+//! `MNIST_LAB_DEVICE` environment variable (`cpu`, `cuda`, `wgpu`). `Auto` never picks a
+//! software renderer (lavapipe/llvmpipe, SwiftShader, Microsoft Basic Render): it runs the
+//! GPU's shaders on the CPU, hundreds of times slower than the CPU backend. `wgpu` uses one
+//! when it is all there is, and says so.
+//!
+//! # The same starting weights on every device
+//!
+//! Each backend has its own random number generator, so a model drawn on a GPU would start
+//! from other weights than on the CPU with the same seed. The crate's layers
+//! ([`crate::nn::Linear`], [`crate::nn::Conv2d`]) therefore draw their weights on the CPU
+//! and move them to the device ([`draw_on_cpu`]), and [`seed`] seeds the CPU's generator
+//! as well as the device's: with the same seed, a model built on wgpu or CUDA starts from
+//! exactly the weights it has on the CPU, and its first losses match the CPU's.
 
 use std::str::FromStr;
 
+use burn::module::{Module, ModuleMapper, Param};
 pub use burn::tensor::Device;
+use burn::tensor::Tensor;
 use clap::ValueEnum;
 
 use crate::{Error, Result};
@@ -15,14 +36,14 @@ use crate::{Error, Result};
 /// Which device to train on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
-    /// The fastest one available: CUDA, then wgpu, then the CPU.
+    /// The fastest one available: CUDA, then a hardware GPU through wgpu, then the CPU.
     #[default]
     Auto,
     /// The CPU backend.
     Cpu,
     /// An NVIDIA GPU through CUDA (build with `--features cuda`).
     Cuda,
-    /// Any GPU through wgpu (build with `--features wgpu`).
+    /// Any GPU through wgpu (build with `--features wgpu`), a software renderer included.
     Wgpu,
 }
 
@@ -62,6 +83,11 @@ fn cpu_device() -> Result<Device> {
     }
 }
 
+/// Whether `device` is the CPU backend's device (autodiff or not).
+pub fn is_cpu(device: &Device) -> bool {
+    cpu_device().is_ok_and(|cpu| cpu == *device)
+}
+
 /// The CPU backend's name and thread count, e.g. `flex, 2 threads`.
 pub fn cpu_description() -> String {
     let backend = if cfg!(feature = "flex") {
@@ -79,13 +105,21 @@ pub fn cpu_description() -> String {
     format!("{backend}, {threads} thread{s}")
 }
 
-/// A short name for reports: `cpu (flex)`, `cuda`, `wgpu`.
+/// A name for reports that says which device trained: `cpu (flex)`, `cpu (ndarray)`,
+/// `wgpu (NVIDIA GeForce RTX 3060, discrete GPU)`, `wgpu (llvmpipe (LLVM 15.0.6, 256 bits),
+/// software renderer)`, `cuda (NVIDIA H100 PCIe)`.
 pub fn device_label(device: &Device) -> String {
     let debug = format!("{device:?}");
     if debug.contains("Cuda") {
-        "cuda".into()
+        match gpu_name(device) {
+            Some(name) => format!("cuda ({name})"),
+            None => "cuda".into(),
+        }
     } else if debug.contains("Wgpu") || debug.contains("Vulkan") || debug.contains("Metal") {
-        "wgpu".into()
+        match gpu_name(device) {
+            Some(name) => format!("wgpu ({})", Adapter::new(name, &debug).describe()),
+            None => "wgpu".into(),
+        }
     } else if debug.contains("NdArray") {
         "cpu (ndarray)".into()
     } else {
@@ -93,11 +127,111 @@ pub fn device_label(device: &Device) -> String {
     }
 }
 
+/// The name the GPU behind `device` gives itself, when the backend reports one.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn gpu_name(device: &Device) -> Option<String> {
+    quietly(|| device.identity())
+        .ok()
+        .flatten()
+        .map(|identity| identity.name)
+}
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn gpu_name(_device: &Device) -> Option<String> {
+    None
+}
+
+/// A wgpu adapter: the name it gives itself and what kind of device it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adapter {
+    /// As the driver names it, e.g. `NVIDIA GeForce RTX 3060` or
+    /// `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub name: String,
+    /// Discrete, integrated, virtual GPU, or a software renderer.
+    pub kind: AdapterKind,
+}
+
+/// What kind of device a wgpu adapter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// A graphics card of its own.
+    Discrete,
+    /// A GPU built into the processor.
+    Integrated,
+    /// A GPU handed to a virtual machine.
+    Virtual,
+    /// A software renderer: the GPU's work done on the CPU (lavapipe/llvmpipe, SwiftShader,
+    /// Microsoft Basic Render Driver / WARP).
+    Software,
+    /// Anything else the driver reports.
+    Other,
+}
+
+/// Names of the common software renderers, lower case: a driver may report one as a GPU.
+const SOFTWARE_RENDERERS: [&str; 5] = [
+    "llvmpipe",
+    "lavapipe",
+    "swiftshader",
+    "microsoft basic render",
+    "warp",
+];
+
+impl Adapter {
+    /// An adapter named `name`, its kind read from its device's `Debug` text (cubecl's
+    /// `WgpuDeviceKind`) and, for software renderers, from the name itself.
+    fn new(name: String, device_debug: &str) -> Adapter {
+        let lower = name.to_lowercase();
+        let kind = if SOFTWARE_RENDERERS.iter().any(|s| lower.contains(s))
+            || device_debug.contains("Cpu")
+        {
+            AdapterKind::Software
+        } else if device_debug.contains("DiscreteGpu") {
+            AdapterKind::Discrete
+        } else if device_debug.contains("IntegratedGpu") {
+            AdapterKind::Integrated
+        } else if device_debug.contains("VirtualGpu") {
+            AdapterKind::Virtual
+        } else {
+            AdapterKind::Other
+        };
+        Adapter { name, kind }
+    }
+
+    /// Whether this adapter runs the GPU's work on the CPU.
+    pub fn is_software(&self) -> bool {
+        self.kind == AdapterKind::Software
+    }
+
+    /// `NVIDIA GeForce RTX 3060, discrete GPU`.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            AdapterKind::Discrete => "discrete GPU",
+            AdapterKind::Integrated => "integrated GPU",
+            AdapterKind::Virtual => "virtual GPU",
+            AdapterKind::Software => "software renderer",
+            AdapterKind::Other => "GPU",
+        };
+        format!("{}, {kind}", self.name)
+    }
+}
+
+/// The graphics API wgpu runs on here: Metal on macOS, else Vulkan first (DX12 or OpenGL on
+/// a Windows or Linux machine without a Vulkan driver).
+fn graphics_api() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "Metal"
+    } else if cfg!(windows) {
+        "Vulkan or DX12"
+    } else {
+        "Vulkan"
+    }
+}
+
 /// Chooses the device to train on and prints one line saying which and why.
 ///
 /// `MNIST_LAB_DEVICE`, when set, overrides `choice`. Asking for a GPU backend that is not
 /// compiled in, or for a GPU that is not there, is an error that says what to do; `Auto`
-/// falls back to the CPU instead.
+/// falls back to the CPU instead, and never picks a software renderer over it.
 ///
 /// ```
 /// use mnist_lab::device::{pick_device, DeviceChoice};
@@ -115,12 +249,48 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device> {
     Ok(device)
 }
 
+/// One line on the GPU this build can use, for a set-up check: the adapter `Auto` would
+/// train on, or why it trains on the CPU.
+///
+/// ```
+/// let line = mnist_lab::device::gpu_report();
+/// assert!(line.starts_with("GPU: "), "{line}");
+/// ```
+pub fn gpu_report() -> String {
+    let cuda_why = match cuda() {
+        Ok(device) => return format!("GPU: {} (CUDA)", device_label(&device)),
+        Err(why) => why,
+    };
+    match wgpu_adapter() {
+        Ok(found) if !found.adapter.is_software() => format!(
+            "GPU: {} through wgpu ({}); `Auto` trains on it",
+            found.adapter.describe(),
+            graphics_api()
+        ),
+        Ok(found) => format!(
+            "GPU: none; wgpu found only {}, a software renderer, so `Auto` trains on the CPU \
+             ({}), which is far faster",
+            found.adapter.name,
+            cpu_description()
+        ),
+        Err(why) if cfg!(any(feature = "cuda", feature = "wgpu")) => format!(
+            "GPU: none (CUDA: {cuda_why}; wgpu: {why}); `Auto` trains on the CPU ({})",
+            cpu_description()
+        ),
+        Err(_) => format!(
+            "GPU: none; this build has no GPU backend (build the kernel with `cargo xtask lab \
+             --features wgpu`, or `--features cuda`); training on the CPU ({})",
+            cpu_description()
+        ),
+    }
+}
+
 fn choose(choice: DeviceChoice) -> Result<(Device, String)> {
     let cpu_line = |why: &str| format!("{why}: training on the CPU ({})", cpu_description());
     match choice {
         DeviceChoice::Cpu => Ok((cpu_device()?, cpu_line("CPU requested"))),
         DeviceChoice::Cuda => match cuda() {
-            Ok(device) => Ok((device, "CUDA GPU found: training on cuda:0".into())),
+            Ok(device) => Ok((device.clone(), cuda_line(&device))),
             Err(why) => Err(Error::Device {
                 message: format!(
                     "device `cuda` was asked for, but CUDA is not available ({why}). Use \
@@ -129,8 +299,23 @@ fn choose(choice: DeviceChoice) -> Result<(Device, String)> {
                 ),
             }),
         },
-        DeviceChoice::Wgpu => match wgpu() {
-            Ok(device) => Ok((device, "GPU adapter found: training on wgpu".into())),
+        DeviceChoice::Wgpu => match wgpu_adapter() {
+            Ok(found) if found.adapter.is_software() => {
+                let line = format!(
+                    "wgpu adapter {} is a software renderer (the GPU's work done on the CPU, \
+                     far slower than the CPU backend): training on wgpu as asked",
+                    found.adapter.name
+                );
+                Ok((found.device, line))
+            }
+            Ok(found) => {
+                let line = format!(
+                    "GPU found: training on wgpu ({}, {})",
+                    found.adapter.describe(),
+                    graphics_api()
+                );
+                Ok((found.device, line))
+            }
             Err(why) => Err(Error::Device {
                 message: format!(
                     "device `wgpu` was asked for, but wgpu is not available ({why}). Use \
@@ -141,23 +326,40 @@ fn choose(choice: DeviceChoice) -> Result<(Device, String)> {
         },
         DeviceChoice::Auto => {
             let cuda_why = match cuda() {
-                Ok(device) => return Ok((device, "CUDA GPU found: training on cuda:0".into())),
+                Ok(device) => return Ok((device.clone(), cuda_line(&device))),
                 Err(why) => why,
             };
-            let wgpu_why = match wgpu() {
-                Ok(device) => {
-                    let line = format!("CUDA not available ({cuda_why}): training on wgpu");
-                    return Ok((device, line));
+            let why = match wgpu_adapter() {
+                Ok(found) if !found.adapter.is_software() => {
+                    let line = format!(
+                        "GPU found: training on wgpu ({}, {})",
+                        found.adapter.describe(),
+                        graphics_api()
+                    );
+                    return Ok((found.device, line));
                 }
-                Err(why) => why,
+                Ok(found) => format!("wgpu adapter {} is a software renderer", found.adapter.name),
+                Err(why) if cfg!(feature = "wgpu") => {
+                    format!("CUDA not available ({cuda_why}), wgpu not available ({why})")
+                }
+                Err(_) => format!("CUDA not available ({cuda_why})"),
             };
-            let why = if cfg!(feature = "wgpu") {
-                format!("CUDA not available ({cuda_why}), wgpu not available ({wgpu_why})")
+            let line = cpu_line(&why);
+            // "software renderer: training on the CPU (...) instead" reads better.
+            let line = if why.ends_with("software renderer") {
+                format!("{line} instead")
             } else {
-                format!("CUDA not available ({cuda_why})")
+                line
             };
-            Ok((cpu_device()?, cpu_line(&why)))
+            Ok((cpu_device()?, line))
         }
+    }
+}
+
+fn cuda_line(device: &Device) -> String {
+    match gpu_name(device) {
+        Some(name) => format!("CUDA GPU found: training on cuda ({name})"),
+        None => "CUDA GPU found: training on cuda:0".into(),
     }
 }
 
@@ -166,7 +368,7 @@ use crate::check::quietly;
 
 #[cfg(feature = "cuda")]
 fn cuda() -> std::result::Result<Device, String> {
-    use burn::tensor::{DeviceType, Tensor};
+    use burn::tensor::DeviceType;
     let found = quietly(|| {
         let devices = Device::enumerate(DeviceType::Cuda).into_vec();
         let device = devices.into_iter().next()?;
@@ -186,20 +388,189 @@ fn cuda() -> std::result::Result<Device, String> {
     Err("this build has no `cuda` feature".into())
 }
 
+/// A wgpu device and the adapter behind it.
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+struct FoundAdapter {
+    device: Device,
+    adapter: Adapter,
+}
+
+/// The best wgpu adapter here: the first hardware GPU (discrete, then integrated, virtual,
+/// other), else a software renderer; opened and touched once, so that a broken driver shows
+/// up here and not mid-training.
 #[cfg(feature = "wgpu")]
-fn wgpu() -> std::result::Result<Device, String> {
-    use burn::tensor::{DeviceKind, Tensor};
-    let found = quietly(|| {
-        let device = Device::wgpu(DeviceKind::DefaultDevice);
-        let _ = Tensor::<1>::zeros([1], &device).into_data();
-        device
-    });
-    found.map_err(|_| "no GPU adapter found".to_string())
+fn wgpu_adapter() -> std::result::Result<FoundAdapter, String> {
+    use burn::tensor::DeviceType;
+    quiet_vulkan_loader();
+    let listed = quietly(|| Device::enumerate(DeviceType::Wgpu).into_vec())
+        .map_err(|_| "the graphics driver failed while listing its adapters".to_string())?;
+    let rank = |debug: &str| {
+        ["DiscreteGpu", "IntegratedGpu", "VirtualGpu", "Other", "Cpu"]
+            .iter()
+            .position(|kind| debug.contains(kind))
+            .unwrap_or(3)
+    };
+    let mut listed: Vec<(usize, Device)> = listed
+        .into_iter()
+        .map(|device| (rank(&format!("{device:?}")), device))
+        .collect();
+    listed.sort_by_key(|(rank, _)| *rank);
+    let mut failures = Vec::new();
+    for (_, device) in listed {
+        let opened = quietly(|| {
+            let _ = Tensor::<1>::zeros([1], &device).into_data();
+            device.identity().map(|identity| identity.name)
+        });
+        match opened {
+            Ok(name) => {
+                let debug = format!("{device:?}");
+                let name = name.unwrap_or_else(|| "an unnamed adapter".into());
+                let adapter = Adapter::new(name, &debug);
+                return Ok(FoundAdapter { device, adapter });
+            }
+            Err(panic) => failures.push(panic.lines().next().unwrap_or_default().to_string()),
+        }
+    }
+    Err(match failures.first() {
+        None => "no GPU adapter found".to_string(),
+        Some(first) => format!("no adapter would open: {first}"),
+    })
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu() -> std::result::Result<Device, String> {
+fn wgpu_adapter() -> std::result::Result<FoundAdapter, String> {
     Err("this build has no `wgpu` feature".into())
+}
+
+/// Keeps the Vulkan stack quiet on a machine without a desktop session.
+///
+/// Vulkan drivers ask libwayland whether a Wayland display is there, and libwayland prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` to stderr, several
+/// times, when that variable is not set (a server, a container, CI, some notebook
+/// launchers). Nothing is wrong, but a notebook cell would show it. So when it is unset,
+/// it is set to a private, empty folder before the first Vulkan call: libwayland then finds
+/// no display there and says nothing, and every real error still shows. Done once.
+pub fn quiet_vulkan_loader() {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let set = std::env::var_os("XDG_RUNTIME_DIR")
+                .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
+            if set {
+                return;
+            }
+            let dir = private_runtime_dir();
+            // SAFETY: set once, before this process creates its first Vulkan instance (the
+            // only code here that reads the variable); the crate's own threads do not read
+            // the environment meanwhile.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        });
+    }
+}
+
+/// `<temp>/mnist-lab-runtime-<uid>`, created empty and private (mode 700) if it is not there.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn private_runtime_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let dir = std::env::temp_dir().join(format!("mnist-lab-runtime-{uid}"));
+    // Even if this fails, libwayland only checks that the path is absolute before it looks
+    // for a display there, which is all that is needed.
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    dir
+}
+
+/// Seeds the random number generators that initialise weights: the CPU backend's (where
+/// [`draw_on_cpu`] draws a GPU model's starting weights) and `device`'s own.
+///
+/// With the same seed, a model built next starts from the same weights on every device.
+///
+/// ```
+/// use mnist_lab::prelude::*;
+///
+/// let device = mnist_lab::device::cpu();
+/// mnist_lab::device::seed(&device, 7);
+/// let a = LinearConfig::new(4, 2).init(&device).weight.val();
+/// mnist_lab::device::seed(&device, 7);
+/// let b = LinearConfig::new(4, 2).init(&device).weight.val();
+/// assert_eq!(a.into_data(), b.into_data());
+/// ```
+pub fn seed(device: &Device, seed: u64) {
+    if let Ok(cpu) = cpu_device()
+        && cpu != *device
+    {
+        cpu.seed(seed);
+    }
+    device.seed(seed);
+}
+
+/// Makes `module`'s parameters draw their starting values on the CPU and then move to
+/// `device`, so that a module built on a GPU starts from exactly the weights the CPU would
+/// give it after the same [`seed`].
+///
+/// The crate's layers ([`crate::nn::LinearConfig::init`], [`crate::nn::Conv2dConfig::init`])
+/// call it, so every model built from them (the lecture's four, a notebook's own struct)
+/// gets this without doing anything. For a module built from other layers, call it on the
+/// freshly built module:
+///
+/// ```
+/// use mnist_lab::device::{cpu, draw_on_cpu};
+///
+/// let device = cpu(); // or the device pick_device returned
+/// let layer = draw_on_cpu(burn::nn::LinearConfig::new(4, 2).init(&device), &device);
+/// assert_eq!(layer.weight.dims(), [4, 2]);
+/// ```
+///
+/// Parameters are still drawn when first used, as Burn draws them (on the CPU, in the
+/// order the model first uses them, so the CPU's order and values are kept); only
+/// parameters not drawn yet are affected. On the CPU itself, or in a build without a CPU
+/// backend, `module` is returned as it is. Drawing 1.4 million parameters (conv2's fc1)
+/// and copying them to the device takes a few milliseconds.
+pub fn draw_on_cpu<M: Module>(module: M, device: &Device) -> M {
+    let Ok(cpu) = cpu_device() else {
+        return module;
+    };
+    if cpu == *device {
+        return module;
+    }
+    module.map(&mut DrawOnCpu { cpu })
+}
+
+/// See [`draw_on_cpu`].
+struct DrawOnCpu {
+    cpu: Device,
+}
+
+impl ModuleMapper for DrawOnCpu {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if param.is_initialized() {
+            return param;
+        }
+        let id = param.id;
+        let shape = param.lazy_shape();
+        let device = param.lazy_device();
+        // Still lazy: only the device its initialiser will draw on changes.
+        let on_cpu = Module::to_device(param, &self.cpu);
+        Param::uninitialized(
+            id,
+            move |device: &Device, require_grad: bool| {
+                let values = on_cpu.val().into_data();
+                let tensor = Tensor::<D>::from_data(values, device);
+                if require_grad {
+                    tensor.require_grad()
+                } else {
+                    tensor
+                }
+            },
+            device,
+            true,
+            shape,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -230,5 +601,52 @@ mod tests {
             err.contains("--features cuda") && err.contains("--device cpu"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn software_renderers_are_told_apart_from_gpus() {
+        let software = [
+            (
+                "llvmpipe (LLVM 15.0.6, 256 bits)",
+                "Wgpu(WgpuDevice { kind: Cpu })",
+            ),
+            (
+                "SwiftShader Device (Subzero)",
+                "Wgpu(WgpuDevice { kind: Other(0) })",
+            ),
+            (
+                "Microsoft Basic Render Driver",
+                "Wgpu(WgpuDevice { kind: Other(0) })",
+            ),
+        ];
+        for (name, debug) in software {
+            let adapter = Adapter::new(name.into(), debug);
+            assert!(adapter.is_software(), "{adapter:?}");
+            assert!(adapter.describe().ends_with("software renderer"));
+        }
+        let gpu = Adapter::new(
+            "NVIDIA GeForce RTX 3060".into(),
+            "Wgpu(WgpuDevice { kind: DiscreteGpu(0) })",
+        );
+        assert_eq!(gpu.kind, AdapterKind::Discrete);
+        assert_eq!(gpu.describe(), "NVIDIA GeForce RTX 3060, discrete GPU");
+    }
+
+    #[test]
+    fn the_cpu_keeps_its_lazy_draws() {
+        // On the CPU, draw_on_cpu changes nothing: parameters stay undrawn until first used.
+        let device = cpu();
+        let layer = draw_on_cpu(crate::nn::LinearConfig::new(3, 2).init(&device), &device);
+        assert!(!layer.weight.is_initialized());
+        assert!(is_cpu(&device) && is_cpu(&device.clone().autodiff()));
+    }
+
+    #[test]
+    fn the_report_line_says_what_auto_does() {
+        let line = gpu_report();
+        assert!(line.starts_with("GPU: "), "{line}");
+        if !cfg!(any(feature = "cuda", feature = "wgpu")) {
+            assert!(line.contains("--features wgpu"), "{line}");
+        }
     }
 }

@@ -113,15 +113,16 @@ pub struct Conv2d {
 impl Conv2dConfig {
     /// Builds the layer on `device`, drawing its weights exactly as Burn's `Conv2dConfig` does.
     pub fn init(&self, device: &Device) -> Conv2d {
-        burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
+        let layer = burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
             .with_stride(self.stride)
             .with_dilation(self.dilation)
             .with_groups(self.groups)
             .with_padding(self.padding.clone())
             .with_bias(self.bias)
             .with_initializer(self.initializer.clone())
-            .init(device)
-            .into()
+            .init(device);
+        // The same starting weights on every device: drawn on the CPU, then moved.
+        crate::device::draw_on_cpu(layer, device).into()
     }
 }
 

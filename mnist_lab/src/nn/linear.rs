@@ -46,12 +46,13 @@ pub struct Linear {
 impl LinearConfig {
     /// Builds the layer on `device`, drawing its weights exactly as Burn's `LinearConfig` does.
     pub fn init(&self, device: &Device) -> Linear {
-        burn::nn::LinearConfig::new(self.d_input, self.d_output)
+        let layer = burn::nn::LinearConfig::new(self.d_input, self.d_output)
             .with_bias(self.bias)
             .with_initializer(self.initializer.clone())
             .with_layout(self.layout)
-            .init(device)
-            .into()
+            .init(device);
+        // The same starting weights on every device: drawn on the CPU, then moved.
+        crate::device::draw_on_cpu(layer, device).into()
     }
 }
 
