@@ -4,9 +4,17 @@
 //!   and a JSON report.
 //! - `mnist-lab train --model conv` trains one model.
 //! - `mnist-lab bench` measures training and evaluation images/s and prints JSON.
+//!
+//! Every output path is checked before any work starts. On a terminal, training shows a
+//! progress bar; the first Ctrl+C stops the current run after its step and still writes the
+//! results so far, a second one exits at once.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -14,6 +22,7 @@ use mnist_lab::bench::{self, BenchConfig};
 use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::inspect::Interpretation;
+use mnist_lab::live::{self, Observer, Progress};
 use mnist_lab::models::{Classifier, ModelKind, ModelTask};
 use mnist_lab::output;
 use mnist_lab::plot::compare_chart;
@@ -147,11 +156,90 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     mnist_lab::check::install_panic_hook();
+    stop_on_ctrl_c();
+    if std::io::stdout().is_terminal() {
+        live::set_observer(Bar::default());
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first Ctrl+C asks the running loop to stop after its step (the results so far are
+/// still written); the second exits at once.
+fn stop_on_ctrl_c() {
+    static PRESSED: AtomicUsize = AtomicUsize::new(0);
+    let installed = ctrlc::set_handler(|| {
+        if PRESSED.fetch_add(1, Ordering::SeqCst) == 0 {
+            live::request_stop();
+            eprintln!(
+                "\nStopping after this step; the results so far will be written. Press Ctrl+C \
+                 again to quit at once."
+            );
+        } else {
+            std::process::exit(130);
+        }
+    });
+    if let Err(error) = installed {
+        eprintln!("warning: Ctrl+C will quit at once ({error})");
+    }
+}
+
+/// A one-line progress bar on stderr, for a terminal: the log lines print above it.
+#[derive(Default)]
+struct Bar {
+    /// The bar's text and when it was last drawn.
+    state: Mutex<(String, Option<Instant>)>,
+}
+
+impl Bar {
+    const WIDTH: usize = 24;
+
+    fn draw(text: &str) {
+        // Carriage return and "erase line": only ever sent to a terminal.
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{text}");
+        let _ = err.flush();
+    }
+}
+
+impl Observer for Bar {
+    fn progress(&self, progress: &Progress) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .1
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        let filled = Self::WIDTH * progress.step / progress.total_steps.max(1);
+        state.0 = format!(
+            "[{}{}] {}",
+            "#".repeat(filled),
+            "-".repeat(Self::WIDTH - filled.min(Self::WIDTH)),
+            progress.line()
+        );
+        state.1 = Some(Instant::now());
+        Self::draw(&state.0);
+    }
+
+    fn line(&self, text: &str) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Self::draw("");
+        println!("{text}");
+        if state.1.is_some() {
+            Self::draw(&state.0);
+        }
+    }
+
+    fn finished(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.1.take().is_some() {
+            Self::draw("");
         }
     }
 }
@@ -179,6 +267,7 @@ fn lecture(
 ) -> Result<()> {
     let config = TrainingConfig::new().with_max_steps(max_steps);
     config.validate()?;
+    output::check_folder(&out)?;
     let data = Mnist::load_from(data.as_deref())?;
     let device = pick_device(device)?;
     println!(
@@ -194,12 +283,15 @@ fn lecture(
             .with_num_epochs(epochs)
             .with_max_steps(max_steps);
         let report = run_model(kind, &data, &config, &device)?;
+        let stopped = report.stopped_at.is_some();
         reports.push(report.named(format!("{kind} x{epochs}")));
+        if stopped {
+            println!("Stopped: the lecture ends here, with the runs so far.");
+            break;
+        }
     }
     println!("\n{}", results_table(&reports));
 
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     let plot = out.join("loss.svg");
     compare_chart(&reports)?.save(&plot)?;
     let json = out.join("lecture.json");
@@ -217,6 +309,9 @@ fn train(args: TrainArgs) -> Result<()> {
         .with_seed(args.seed)
         .with_max_steps(args.max_steps);
     config.validate()?;
+    if let Some(path) = &args.json {
+        output::check_file(path)?;
+    }
     if let Some(path) = &args.save {
         output::check_file(path)?;
     }
@@ -235,7 +330,8 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn plot(files: &[PathBuf], out: &std::path::Path) -> Result<()> {
+fn plot(files: &[PathBuf], out: &Path) -> Result<()> {
+    output::check_file(out)?;
     let mut reports: Vec<TrainingReport> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file)
@@ -259,6 +355,9 @@ fn plot(files: &[PathBuf], out: &std::path::Path) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        output::check_file(path)?;
+    }
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -298,15 +397,14 @@ fn bench(args: BenchArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(path) = args.json {
-        std::fs::write(&path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        output::write_atomic(&path, (text + "\n").as_bytes())?;
     }
     Ok(())
 }
 
-fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    Ok(output::write_atomic(path, text.as_bytes())?)
 }
 
 #[derive(Args)]

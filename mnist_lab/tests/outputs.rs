@@ -1,0 +1,104 @@
+//! Every `mnist-lab` command that writes files checks its output paths before any work:
+//! an unwritable path fails at once, naming the path, and nothing is trained.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mnist_lab::data::{Mnist, write_idx_dir};
+
+/// Runs `mnist-lab` with `args`, returning its output and how long it took.
+fn mnist_lab(args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
+        .args(args)
+        .env_remove("MNIST_LAB_DATA")
+        .env_remove("MNIST_LAB_DEVICE")
+        .output()
+        .expect("the mnist-lab binary should run");
+    (output, started.elapsed())
+}
+
+/// Asserts a quick, clean failure that names `path`, with nothing trained.
+fn assert_refused_at_once(args: &[&str], path: &Path) {
+    let (output, took) = mnist_lab(args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{args:?} should fail: {stdout}");
+    assert!(stderr.starts_with("error: cannot write"), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stdout.contains("Epoch") && !stdout.contains("Data:"),
+        "{args:?} started work before checking its output: {stdout}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "{args:?} took {took:?} to refuse"
+    );
+}
+
+/// Every output-writing command, with `out` (a file or a folder, as the command takes).
+fn commands<'a>(data: &'a str, out: &'a str, report: &'a str) -> Vec<Vec<&'a str>> {
+    vec![
+        vec!["train", "--model", "fc", "--data", data, "--json", out],
+        vec!["lecture", "--data", data, "--out", out],
+        vec!["plot", report, "--out", out],
+        vec!["bench", "--quick", "--models", "fc", "--json", out],
+    ]
+}
+
+#[test]
+fn a_missing_folder_is_reported_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_dir(dir.path(), &Mnist::synthetic(200, 100, 5), true).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let report = dir.path().join("run.json");
+    std::fs::write(&report, "{}").unwrap();
+    let report = report.to_str().unwrap();
+    // A folder that cannot be created: its parent is a file.
+    let blocked = dir.path().join("run.json/out");
+    let out = blocked.to_str().unwrap();
+    for args in commands(data, out, report) {
+        assert_refused_at_once(&args, &blocked);
+    }
+    // And a file in a folder that does not exist.
+    let missing = dir.path().join("no/such/folder/out.json");
+    for args in commands(data, missing.to_str().unwrap(), report) {
+        if args[0] != "lecture" {
+            assert_refused_at_once(&args, &missing);
+        }
+    }
+}
+
+#[test]
+fn a_read_only_folder_is_reported_before_any_work() {
+    if is_root() {
+        eprintln!("skipped: root can write into read-only folders (run the tests as a user)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_dir(dir.path(), &Mnist::synthetic(200, 100, 5), true).unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let report = dir.path().join("run.json");
+    std::fs::write(&report, "{}").unwrap();
+    let out = locked.join("out.json");
+    for args in commands(
+        dir.path().to_str().unwrap(),
+        out.to_str().unwrap(),
+        report.to_str().unwrap(),
+    ) {
+        assert_refused_at_once(&args, &out);
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
