@@ -2,7 +2,9 @@
 //! into short messages.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
@@ -213,12 +215,29 @@ fn explain(layers: &[Layer]) -> Option<String> {
     None
 }
 
-/// Runs `f`, silencing the panic hook meanwhile, and turns a panic into its message.
+thread_local! {
+    /// Set while this thread runs [`quietly`]: the panic hooks print nothing then.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panics silenced, and turns a panic into its message.
+///
+/// The process-wide panic hook is never swapped back and forth (two threads doing that at
+/// once could leave the silent one installed for good): the hook, installed once, asks a
+/// flag of the panicking thread.
 pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static WRAPPED: Once = Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET.replace(true);
     let result = catch_unwind(AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    QUIET.set(was_quiet);
     result.map_err(|payload| panic_message(payload.as_ref()))
 }
 
@@ -247,6 +266,9 @@ fn first_line(message: &str) -> &str {
 /// In evcxr the kernel keeps the variables of earlier cells after such a panic.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        if QUIET.get() {
+            return; // a panic that `quietly` turns into an error
+        }
         let message = first_line(&panic_message(info.payload())).to_string();
         let place = info
             .location()
@@ -279,6 +301,20 @@ mod tests {
                 kernel: [k, k],
             },
         }
+    }
+
+    #[test]
+    fn quietly_silences_only_its_own_thread_and_only_meanwhile() {
+        let inside = quietly(|| {
+            let nested = quietly(|| panic!("inner"));
+            assert_eq!(nested.unwrap_err(), "inner");
+            // Still quiet after the nested call; another thread is not.
+            let other = std::thread::spawn(|| QUIET.get()).join().unwrap();
+            (QUIET.get(), other)
+        });
+        assert_eq!(inside, Ok((true, false)));
+        assert_eq!(quietly(|| panic!("outer")).unwrap_err(), "outer");
+        assert!(!QUIET.get(), "a caught panic leaves the thread heard again");
     }
 
     #[test]
