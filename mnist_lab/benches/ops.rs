@@ -1,7 +1,7 @@
 //! Where a training step's time goes: the CPU backend's matmuls and convolutions at the
 //! lecture's shapes, and one step of each model split into forward, backward and update.
 //!
-//! `cargo bench -p mnist_lab --bench ops [matmul|conv|step|batch]` prints milliseconds per
+//! `cargo bench -p mnist_lab --bench ops [matmul|conv|step|batch|live]` prints milliseconds per
 //! call (median of the repeats) and GFLOP/s. `OPS_SQUARE=1` times 1024 and 2048 square
 //! matmuls instead of the lecture's shapes; `GEMM_THREADING`, `GEMM_RHS_PACK`,
 //! `GEMM_LHS_PACK1` and `GEMM_LHS_PACKN` set gemm's thresholds (see bench/README.md).
@@ -175,6 +175,41 @@ fn batching(device: &burn::tensor::Device) {
     }
 }
 
+/// What the notebook kernel's live training adds: the stop-file check of every step, and a
+/// redraw of the progress display (at most once a second) for a 2,400-step run.
+fn live() {
+    let dir = std::env::temp_dir().join(format!("mnist-lab-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // SAFETY: the bench is single-threaded here; nothing else reads the environment.
+    unsafe { std::env::set_var(mnist_lab::live::STOP_FILE_VAR, dir.join("stop")) };
+    let signal = mnist_lab::live::StopSignal::new();
+    time(
+        "stop check (one stat of a missing file) x 1000",
+        0.0,
+        20,
+        || {
+            for _ in 0..1000 {
+                assert!(!signal.requested());
+            }
+        },
+    );
+    let losses: Vec<f32> = (0..2400).map(|i| 2.3 / (1.0 + i as f32 / 300.0)).collect();
+    let report: mnist_lab::train::TrainingReport = serde_json::from_value(serde_json::json!({
+        "model": "conv2", "epochs": 30, "steps": 2400, "batch_size": 100,
+        "learning_rate": 0.001, "seed": 42, "losses": losses, "epoch_seconds": [],
+        "epoch_images_per_second": [], "train_seconds": 0.0, "images_per_second": 0.0,
+        "test_accuracy": null, "test_total": null, "device": "cpu"
+    }))
+    .unwrap();
+    time("live redraw: loss chart of 2,400 steps", 0.0, 10, || {
+        let chart = mnist_lab::plot::loss_chart(&report).unwrap();
+        let line =
+            serde_json::json!({"id": "x", "update": true, "data": {"text/html": chart.svg()}});
+        assert!(line.to_string().len() > 1000);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn env(name: &str) -> Option<usize> {
     std::env::var(name).ok()?.parse().ok()
 }
@@ -203,6 +238,9 @@ fn main() {
     }
     if filter.is_empty() || filter == "conv" {
         convs(&device);
+    }
+    if filter.is_empty() || filter == "live" {
+        live();
     }
     if filter.is_empty() || filter == "step" {
         step(
