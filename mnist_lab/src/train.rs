@@ -196,7 +196,8 @@ impl TrainingReport {
 /// as its own library with its own copy of Burn, so the generator a cell seeds is that
 /// cell's, and a model built in a later cell would draw from an unseeded one.
 pub fn seed(device: &Device, seed: u64) {
-    device.seed(seed);
+    // The CPU's generator too: a model built on a GPU draws its starting weights on the CPU.
+    crate::device::seed(device, seed);
 }
 
 /// Keeps freed tensor buffers in the process for reuse instead of handing them back to
@@ -719,7 +720,7 @@ mod tests {
     fn every_epoch_logs_a_few_step_lines() {
         for steps_per_epoch in 1..2000 {
             let every = log_interval(100, steps_per_epoch);
-            assert!(every >= 1 && every <= 100);
+            assert!((1..=100).contains(&every));
             assert!(
                 steps_per_epoch / every >= 4 || every == 1,
                 "{steps_per_epoch} steps, a line every {every}"
