@@ -102,3 +102,66 @@ fn is_root() -> bool {
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
+
+/// The first Ctrl+C (SIGINT) stops a run after its step and still writes the report.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_run_and_keeps_its_results() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_dir(dir.path(), &Mnist::synthetic(2000, 100, 5), true).unwrap();
+    let json = dir.path().join("run.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
+        .args([
+            "train",
+            "--model",
+            "fc",
+            "--hidden-size",
+            "32",
+            "--epochs",
+            "1000",
+        ])
+        .arg("--data")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .args(["--device", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training runs (its first epoch line), then press Ctrl+C once.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("Epoch [1/1000] done") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no epoch line");
+    }
+    let pressed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(pressed.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("Stopping after this step"), "{stderr}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("Stopped at step")),
+        "{rest:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let stopped_at = report["stopped_at"].as_u64().expect("stopped_at is set");
+    assert_eq!(report["steps"].as_u64(), Some(stopped_at));
+    assert!(stopped_at < 1000 * 20, "it stopped long before the end");
+    assert!(
+        report["test_accuracy"].is_number(),
+        "evaluated after the stop"
+    );
+}
