@@ -142,7 +142,8 @@ def ok(result, code=""):
 def test_round_trip(kernel, report):
     """Requests and replies pass both ways on shell, iopub and control, unchanged."""
     client = kernel.client
-    info = shell_reply(client, client.kernel_info(), 60)
+    # Answered after the warm-up (scripts/evcxr_kernel.py), which may rebuild mnist_lab first.
+    info = shell_reply(client, client.kernel_info(), STARTUP_TIMEOUT)
     expect(info["content"]["language_info"]["name"] == "Rust", f"not evcxr: {info['content']}")
 
     started = time.monotonic()
