@@ -277,6 +277,10 @@ pub fn install_panic_hook() {
         eprintln!(
             "error: {message}{place}. The cell stopped here; fix the cause and run it again."
         );
+        // evcxr reads a cell's stderr on another thread than the one that reports the cell's
+        // end: without a moment's pause, the message sometimes arrives after the notebook
+        // has closed the cell, and the student sees nothing at all.
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }));
 }
 

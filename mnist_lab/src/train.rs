@@ -411,6 +411,10 @@ fn train_loop<M: Classifier>(
             (model, value) = sgd_step(model, &mut optimizer, &loss_fn, batch, config.learning_rate);
             report.steps += 1;
             if !value.is_finite() {
+                watch.finish(
+                    last.take(),
+                    &format!("Stopped at step {}: the loss became {value}", report.steps),
+                );
                 return Err(Error::Diverged {
                     step: report.steps,
                     epoch,
