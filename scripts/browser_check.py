@@ -17,6 +17,12 @@ Needs: Debian's `chromium` and `chromium-driver`, `selenium` in .venv, `cargo xt
 
 Prints what it saw (the progress text, the time from the stop to the cell's end) and writes
 mid-run.png, stopped.png and next-cell.png to --out.
+
+`--untrusted NOTEBOOK.ipynb` instead opens an executed notebook (e.g. from .lab/runs, which
+JupyterLab has never trusted) without running anything, counts the charts JupyterLab shows
+as pictures and the outputs it leaves blank, and saves a screenshot of the first chart
+(untrusted.png): JupyterLab renders no SVG from an untrusted notebook, so every chart also
+carries a PNG.
 """
 
 import argparse
@@ -45,12 +51,12 @@ def wait(what, check, timeout, every=0.5):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def start_lab(port, token):
+def start_lab(port, token, root_dir=ROOT / "notebooks"):
     env = dict(os.environ, JUPYTER_PATH=str(ROOT / ".lab" / "jupyter"))
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={token}",
-         f"--ServerApp.root_dir={ROOT / 'notebooks'}", "--LabApp.expose_app_in_browser=True"],
+         f"--ServerApp.root_dir={root_dir}", "--LabApp.expose_app_in_browser=True"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
 
@@ -112,6 +118,46 @@ def shoot(driver, index, path):
     print(f"browser: saved {path}", flush=True)
 
 
+def untrusted(args, out):
+    """Opens an executed, untrusted notebook and counts the charts that show."""
+    notebook = Path(args.untrusted).resolve()
+    token = secrets.token_hex(16)
+    lab = start_lab(args.port, token, root_dir=notebook.parent)
+    driver = None
+    try:
+        driver = browser(out / "profile")
+        driver.get(f"http://127.0.0.1:{args.port}/lab/tree/{notebook.name}?token={token}")
+        wait("the notebook to open", lambda: driver.execute_script(
+            "return !!(window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main'))"
+            ".find(w => w.content && w.content.widgets && w.content.widgets.length))"), 120)
+        time.sleep(3)
+        counts = driver.execute_script(
+            NOTEBOOK_JS + "let trusted = 0, pictures = 0, svgs = 0, first = -1;"
+            "nb.widgets.forEach((c, i) => { if (!c.outputArea) return;"
+            "  if (c.model.trusted) trusted++;"
+            "  const imgs = c.outputArea.node.querySelectorAll('img').length;"
+            "  svgs += c.outputArea.node.querySelectorAll('.jp-RenderedSVG svg, .jp-RenderedSVG img').length;"
+            "  pictures += imgs; if (imgs && first < 0) first = i; });"
+            "return {trusted, pictures, svgs, first, cells: nb.widgets.length};")
+        charts = sum(
+            1 for cell in __import__("json").loads(notebook.read_text())["cells"]
+            for o in cell.get("outputs", []) if "image/png" in o.get("data", {}))
+        print(f"browser: {notebook.name}: {counts['trusted']} trusted cells; "
+              f"{charts} outputs carry a PNG; JupyterLab shows {counts['pictures']} pictures "
+              f"({counts['svgs']} of them SVG)", flush=True)
+        if counts["first"] >= 0:
+            shoot(driver, counts["first"], out / "untrusted.png")
+        return 0 if charts and counts["pictures"] >= charts else 1
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(lab.pid, signal.SIGTERM)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/mnist-lab-browser", help="folder for the screenshots")
@@ -119,9 +165,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=30, help="epochs of the watched run")
     parser.add_argument("--stop-after", type=float, default=8.0,
                         help="seconds of training before pressing stop")
+    parser.add_argument("--untrusted", help="an executed notebook to open without trusting it")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.untrusted:
+        return untrusted(args, out)
 
     token = secrets.token_hex(16)
     lab = start_lab(args.port, token)
