@@ -88,12 +88,8 @@ impl Chart {
         );
     }
 
-    /// Draws a chart of `size` pixels twice, as SVG and as PNG, with `paint`.
-    pub(crate) fn draw(
-        size: (u32, u32),
-        description: impl Into<String>,
-        paint: &impl Paint,
-    ) -> Result<Chart> {
+    /// Draws a chart of `size` pixels as SVG only (the live display redraws this way).
+    pub(crate) fn svg_of(size: (u32, u32), paint: &impl Paint) -> Result<String> {
         register_font();
         let mut svg = String::new();
         {
@@ -102,6 +98,17 @@ impl Chart {
             paint.paint(&root)?;
             root.present().map_err(plot_error)?;
         }
+        Ok(svg)
+    }
+
+    /// Draws a chart of `size` pixels twice, as SVG and as PNG, with `paint`.
+    pub(crate) fn draw(
+        size: (u32, u32),
+        description: impl Into<String>,
+        paint: &impl Paint,
+    ) -> Result<Chart> {
+        register_font();
+        let svg = Chart::svg_of(size, paint)?;
         let mut pixels = vec![255u8; size.0 as usize * size.1 as usize * 3];
         {
             let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
@@ -214,6 +221,13 @@ pub fn loss_chart(report: &TrainingReport) -> Result<Chart> {
     draw_losses(title, description, std::slice::from_ref(report), true)
 }
 
+/// [`loss_chart`]'s SVG alone: the live display of a training run redraws it about once a
+/// second, and needs no PNG.
+pub fn loss_chart_svg(report: &TrainingReport) -> Result<String> {
+    let title = format!("Training loss: {}", report.name);
+    Chart::svg_of(SIZE, &losses(title, std::slice::from_ref(report), true)?)
+}
+
 /// Several runs' smoothed losses on one chart, with a legend.
 pub fn compare_chart(reports: &[TrainingReport]) -> Result<Chart> {
     let runs: Vec<String> = reports
@@ -244,6 +258,14 @@ fn draw_losses(
     reports: &[TrainingReport],
     raw: bool,
 ) -> Result<Chart> {
+    Chart::draw(SIZE, description, &losses(title, reports, raw)?)
+}
+
+/// The size of the loss charts, in pixels.
+const SIZE: (u32, u32) = (760, 420);
+
+/// The drawing of [`loss_chart`] and [`compare_chart`].
+fn losses(title: String, reports: &[TrainingReport], raw: bool) -> Result<Losses<'_>> {
     let steps = reports.iter().map(|r| r.losses.len()).max().unwrap_or(0);
     if steps == 0 {
         return Err(plot_error("no training steps to plot; train a model first"));
@@ -260,15 +282,14 @@ fn draw_losses(
     let low = finite.iter().copied().fold(f32::MAX, f32::min);
     // Zoom on the data (losses near 2.3 that fall slowly would look flat from 0).
     let pad = ((high - low) * 0.05).max(1e-3);
-    let losses = Losses {
+    Ok(Losses {
         title,
         reports,
         raw,
         steps,
         bottom: (low - pad).max(0.0),
         top: high + pad,
-    };
-    Chart::draw((760, 420), description, &losses)
+    })
 }
 
 impl Paint for Losses<'_> {

@@ -326,9 +326,7 @@ impl Watch {
             .last_drawn
             .is_none_or(|at| at.elapsed() >= Self::REDRAW_EVERY);
         if self.display.is_active() && due {
-            let chart = crate::plot::loss_chart(report)
-                .map(|chart| chart.svg().to_string())
-                .unwrap_or_default();
+            let chart = crate::plot::loss_chart_svg(report).unwrap_or_default();
             self.display
                 .show(&progress.line(), &format!("{}{chart}", progress.html()));
             self.last_drawn = Some(Instant::now());
