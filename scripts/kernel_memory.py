@@ -1,0 +1,130 @@
+"""Measures the memory of a notebook kernel: the lecture notebook run several times in one kernel.
+
+    .venv/bin/python scripts/kernel_memory.py [--runs 3] [--max-steps N] [--notebook PATH]
+
+Starts the project's kernel (as `cargo xtask notebooks` does: JUPYTER_PATH=.lab/jupyter, so
+run `cargo xtask setup` first), executes every code cell of the notebook `--runs` times in that
+one kernel, and after each run prints the resident memory (RSS) of the processes the kernel is
+made of:
+
+- `evcxr_jupyter`: the kernel proper, which runs rust-analyzer in process to infer the types
+  of a cell's variables;
+- its child, the process that runs the cells and holds the variables (and mnist_lab's tensors);
+- the launcher (scripts/evcxr_kernel.py), which passes the messages on.
+
+Linux only (it reads /proc). MNIST_LAB_DATA must name the data folder, as for the notebooks.
+Without --max-steps every training run is in full, as a student runs it.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from jupyter_client import KernelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mb(pid):
+    """A process's resident memory in MB (from /proc/PID/status), or 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid):
+    """The direct children of a process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def name(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def processes(launcher):
+    """The launcher, evcxr_jupyter and evcxr's child (the one that runs the cells)."""
+    kernel = next((p for p in children(launcher) if name(p).startswith("evcxr")), None)
+    child = None
+    if kernel:
+        child = next((p for p in children(kernel) if name(p) not in ("cargo", "rustc")), None)
+    return launcher, kernel, child
+
+
+def execute(client, code, timeout):
+    msg_id = client.execute(code, store_history=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = client.get_shell_msg(timeout=max(1, deadline - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]["status"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, help="MNIST_LAB_MAX_STEPS for the kernel")
+    parser.add_argument(
+        "--notebook", default=str(ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb")
+    )
+    parser.add_argument("--cell-timeout", type=int, default=1800)
+    args = parser.parse_args()
+
+    os.environ["JUPYTER_PATH"] = str(ROOT / ".lab" / "jupyter")
+    if args.max_steps:
+        os.environ["MNIST_LAB_MAX_STEPS"] = str(args.max_steps)
+    else:
+        os.environ.pop("MNIST_LAB_MAX_STEPS", None)
+    notebook = Path(args.notebook).resolve()
+    cells = [
+        c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
+    ]
+
+    manager = KernelManager(kernel_name="mnist_lab")
+    manager.start_kernel(cwd=str(notebook.parent))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=3600)
+        print(f"{'after':<16}{'evcxr_jupyter':>15}{'child':>10}{'launcher':>10}{'total':>10}  (MB)")
+
+        def report(label):
+            launcher, kernel, child = processes(manager.provisioner.pid)
+            sizes = [rss_mb(p) if p else 0.0 for p in (kernel, child, launcher)]
+            print(f"{label:<16}" + "".join(f"{s:>{w},.0f}" for s, w in zip(sizes, (15, 10, 10)))
+                  + f"{sum(sizes):>10,.0f}", flush=True)
+
+        report("start, warm")
+        for run in range(1, args.runs + 1):
+            started = time.monotonic()
+            failed = [i for i, code in enumerate(cells) if execute(client, code, args.cell_timeout) != "ok"]
+            report(f"run {run} ({time.monotonic() - started:.0f} s)")
+            if failed:
+                print(f"  cells that did not end ok: {failed}", flush=True)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
