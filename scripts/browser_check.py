@@ -118,6 +118,18 @@ def shoot(driver, index, path):
     print(f"browser: saved {path}", flush=True)
 
 
+def close(driver, lab):
+    """Quits the browser (if it started) and stops JupyterLab, which shuts its kernels down on
+    SIGTERM."""
+    if driver is not None:
+        driver.quit()
+    os.killpg(lab.pid, signal.SIGTERM)
+    try:
+        lab.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(lab.pid, signal.SIGKILL)
+
+
 def untrusted(args, out):
     """Opens an executed, untrusted notebook and counts the charts that show."""
     notebook = Path(args.untrusted).resolve()
@@ -149,13 +161,7 @@ def untrusted(args, out):
             shoot(driver, counts["first"], out / "untrusted.png")
         return 0 if charts and counts["pictures"] >= charts else 1
     finally:
-        if driver is not None:
-            driver.quit()
-        os.killpg(lab.pid, signal.SIGTERM)
-        try:
-            lab.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
+        close(driver, lab)
 
 
 def main():
@@ -233,14 +239,7 @@ def main():
         shoot(driver, following - 1, out / "next-cell.png")
         return 0
     finally:
-        if driver is not None:
-            driver.quit()
-        # JupyterLab shuts its kernels down on SIGTERM.
-        os.killpg(lab.pid, signal.SIGTERM)
-        try:
-            lab.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
+        close(driver, lab)
 
 
 if __name__ == "__main__":
