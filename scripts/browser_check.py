@@ -118,6 +118,17 @@ def shoot(driver, index, path):
     print(f"browser: saved {path}", flush=True)
 
 
+def open_notebook(out, port, token, name):
+    """Starts the browser and opens notebook `name` of the JupyterLab on `port`; returns the
+    driver once the notebook's cells are there."""
+    driver = browser(out / "profile")
+    driver.get(f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}")
+    wait("the notebook to open", lambda: driver.execute_script(
+        "return !!(window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main'))"
+        ".find(w => w.content && w.content.widgets && w.content.widgets.length))"), 120)
+    return driver
+
+
 def close(driver, lab):
     """Quits the browser (if it started) and stops JupyterLab, which shuts its kernels down on
     SIGTERM."""
@@ -137,11 +148,7 @@ def untrusted(args, out):
     lab = start_lab(args.port, token, root_dir=notebook.parent)
     driver = None
     try:
-        driver = browser(out / "profile")
-        driver.get(f"http://127.0.0.1:{args.port}/lab/tree/{notebook.name}?token={token}")
-        wait("the notebook to open", lambda: driver.execute_script(
-            "return !!(window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main'))"
-            ".find(w => w.content && w.content.widgets && w.content.widgets.length))"), 120)
+        driver = open_notebook(out, args.port, token, notebook.name)
         time.sleep(3)
         counts = driver.execute_script(
             NOTEBOOK_JS + "let trusted = 0, pictures = 0, svgs = 0, first = -1;"
@@ -182,11 +189,7 @@ def main():
     lab = start_lab(args.port, token)
     driver = None
     try:
-        driver = browser(out / "profile")
-        driver.get(f"http://127.0.0.1:{args.port}/lab/tree/{NOTEBOOK}?token={token}")
-        wait("the notebook to open", lambda: driver.execute_script(
-            "return !!(window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main'))"
-            ".find(w => w.content && w.content.widgets && w.content.widgets.length))"), 120)
+        driver = open_notebook(out, args.port, token, NOTEBOOK)
         # The notebook commands (run, stop) act on the active notebook.
         driver.execute_script(NOTEBOOK_JS + "window.jupyterapp.shell.activateById(panel.id);")
         # A new kernel warms up (busy) before it takes the first cell.
