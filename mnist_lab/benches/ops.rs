@@ -5,6 +5,8 @@
 //! call (median of the repeats) and GFLOP/s. `OPS_SQUARE=1` times 1024 and 2048 square
 //! matmuls instead of the lecture's shapes; `GEMM_THREADING`, `GEMM_RHS_PACK`,
 //! `GEMM_LHS_PACK1` and `GEMM_LHS_PACKN` set gemm's thresholds (see bench/README.md).
+//! Without a group name it runs them all. Cargo passes `--bench` (and any flag after `--`) to
+//! a `harness = false` bench; words starting with `-` are not group names.
 
 use std::time::Instant;
 
@@ -229,7 +231,11 @@ fn main() {
         gemm::set_lhs_packing_threshold_multi_thread(v);
     }
     let device = mnist_lab::device::cpu();
-    let filter = std::env::args().nth(1).unwrap_or_default();
+    // The first argument that is not a flag: `cargo bench` runs this as `ops --bench [group]`.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .unwrap_or_default();
     if filter.is_empty() || filter == "matmul" {
         matmuls(&device);
     }
@@ -243,23 +249,17 @@ fn main() {
         live();
     }
     if filter.is_empty() || filter == "step" {
-        step(
-            "fc",
-            FcNetConfig::new(784, 600, 10).init(&device),
-            836_400.0,
-            &device,
-        );
+        let fc = FcNetConfig::new(784, 600, 10);
+        let conv = ConvNetConfig::new(600, 10);
+        let conv2 = Conv2NetConfig::new(600, 10);
+        step("fc", fc.init(&device), fc.forward_macs() as f64, &device);
         step(
             "conv",
-            ConvNetConfig::new(600, 10).init(&device),
-            3_507_160.0,
+            conv.init(&device),
+            conv.forward_macs() as f64,
             &device,
         );
-        step(
-            "conv2",
-            Conv2NetConfig::new(600, 10).init(&device),
-            16_126_360.0,
-            &device,
-        );
+        let macs = conv2.forward_macs() as f64;
+        step("conv2", conv2.init(&device), macs, &device);
     }
 }

@@ -31,7 +31,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Mnist, MnistBatch};
+use crate::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
 use crate::models::{Classifier, ModelKind, ModelTask};
 use crate::train::{count_correct, loader, on_pool, sgd, sgd_step};
 use crate::{Error, Result};
@@ -172,7 +172,7 @@ pub struct ModelBench {
 pub struct BenchReport {
     /// `mnist-lab bench`.
     pub tool: String,
-    /// The framework and backend, e.g. `burn 0.22.1 (flex)`.
+    /// The framework's release series and the backend, e.g. `burn 0.22 (flex)`.
     pub framework: String,
     /// The device, e.g. `cpu (flex)`.
     pub device: String,
@@ -239,7 +239,7 @@ impl BenchReport {
 /// # Errors
 ///
 /// [`Error::Setting`] for a setting out of range or a split with no image,
-/// [`Error::Diverged`] if a loss turns NaN, [`Error::Device`] if a batch cannot be loaded.
+/// [`Error::Diverged`] if a loss turns NaN, [`Error::DataLoader`] if a batch cannot be loaded.
 pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<BenchReport> {
     config.validate()?;
     crate::train::tune_allocator();
@@ -258,7 +258,7 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
             config,
             device,
         };
-        let mut result = kind.build(784, config.hidden_size, 10, device, task)?;
+        let mut result = kind.build(IMAGE_PIXELS, config.hidden_size, NUM_CLASSES, device, task)?;
         result.train_percent_of_peak = config
             .peak_gflops
             .filter(|&p| p > 0.0)
@@ -287,6 +287,8 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
 struct Batches<'a> {
     loader: &'a dyn DataLoader<MnistBatch>,
     iter: Box<dyn burn::data::dataloader::DataLoaderIterator<MnistBatch> + 'a>,
+    /// The epoch (1-based) of the last batch given.
+    epoch: usize,
 }
 
 impl<'a> Batches<'a> {
@@ -294,6 +296,7 @@ impl<'a> Batches<'a> {
         Batches {
             loader,
             iter: loader.iter(),
+            epoch: 1,
         }
     }
 
@@ -302,14 +305,13 @@ impl<'a> Batches<'a> {
             Some(batch) => batch,
             None => {
                 self.iter = self.loader.iter();
-                self.iter.next().ok_or_else(|| Error::Device {
-                    message: "the data loader gave no batch".into(),
-                })?
+                self.epoch += 1;
+                self.iter
+                    .next()
+                    .ok_or_else(|| Error::data_loader("a batch", "the split gave none"))?
             }
         };
-        batch.map_err(|e| Error::Device {
-            message: format!("could not load a batch: {e}"),
-        })
+        batch.map_err(|e| Error::data_loader("a batch", e))
     }
 }
 
@@ -366,7 +368,7 @@ fn measure<M: Classifier>(
             if !value.is_finite() {
                 return Err(Error::Diverged {
                     step,
-                    epoch: 1,
+                    epoch: batches.epoch,
                     loss: value,
                     learning_rate: config.learning_rate,
                 });
@@ -407,7 +409,7 @@ fn measure<M: Classifier>(
         eval_runs.push(images as f64 / started.elapsed().as_secs_f64().max(1e-9));
     }
 
-    let macs = kind.forward_macs(config.hidden_size);
+    let macs = kind.forward_macs(IMAGE_PIXELS, config.hidden_size, NUM_CLASSES);
     let train_rate = median(&train_runs);
     let eval_rate = median(&eval_runs);
     Ok(ModelBench {
@@ -441,7 +443,8 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// The Burn release series this crate is built against (see Cargo.toml).
+/// The Burn release series this crate is built against (`0.22`; Cargo.toml asks for 0.22.1
+/// or a later 0.22 release, and Cargo does not tell a crate which one it got).
 fn burn_version() -> &'static str {
     "0.22"
 }
@@ -470,6 +473,30 @@ fn cpu_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endless_batches_count_their_epochs() {
+        // 250 images in batches of 100: 3 batches an epoch (the last one of 50).
+        let data = Mnist::synthetic(250, 10, 5);
+        let loader = loader(&data.train, 100, Some(1), &crate::device::cpu());
+        let mut batches = Batches::new(loader.as_ref());
+        let sizes: Vec<(usize, usize)> = (0..7)
+            .map(|_| {
+                let batch = batches.next_batch().unwrap();
+                (batch.targets.dims()[0], batches.epoch)
+            })
+            .collect();
+        let expected = [
+            (100, 1),
+            (100, 1),
+            (50, 1),
+            (100, 2),
+            (100, 2),
+            (50, 2),
+            (100, 3),
+        ];
+        assert_eq!(sizes, expected);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

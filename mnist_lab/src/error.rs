@@ -70,6 +70,14 @@ pub enum Error {
         /// The learning rate in use.
         learning_rate: f64,
     },
+    /// The data loader could not make a batch of images (training, evaluation or the
+    /// benchmark).
+    DataLoader {
+        /// Which batch, e.g. "a training batch".
+        batch: String,
+        /// What the loader reported.
+        problem: String,
+    },
     /// The requested device cannot be used.
     Device {
         /// What went wrong and what to do.
@@ -173,6 +181,12 @@ impl fmt::Display for Error {
                      the model, and train again."
                 )
             }
+            Error::DataLoader { batch, problem } => write!(
+                f,
+                "could not load {batch}: {problem}. The images are already in memory, so no file \
+                 is at fault: load the data again (`Mnist::load()`) and run the cell or command \
+                 again; if it happens again, report it with this message."
+            ),
             Error::Device { message } => write!(f, "{message}"),
             Error::Output { path, source } => write!(
                 f,
@@ -207,6 +221,14 @@ impl Error {
             action: action.into(),
             path: path.into(),
             source,
+        }
+    }
+
+    /// An [`Error::DataLoader`] for `batch` (e.g. "a training batch").
+    pub(crate) fn data_loader(batch: &str, problem: impl fmt::Display) -> Self {
+        Error::DataLoader {
+            batch: batch.to_string(),
+            problem: problem.to_string(),
         }
     }
 

@@ -10,6 +10,7 @@
 //!
 //! As in the lecture, no ReLU follows the convolutions.
 
+use crate::data::IMAGE_SIDE;
 use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
 use burn::config::Config;
 use burn::module::Module;
@@ -105,16 +106,36 @@ impl ModelKind {
         }
     }
 
-    /// Multiply-accumulates in one image's forward pass (for GFLOP/s figures).
-    pub fn forward_macs(self, hidden_size: usize) -> u64 {
-        let h = hidden_size as u64;
-        let mlp = |input: u64| input * h + h * h + h * 10;
+    /// Multiply-accumulates in one image's forward pass (for GFLOP/s figures), for the sizes
+    /// [`ModelKind::build`] takes: the sum over the layers of outputs x inputs per output,
+    /// from each model's config.
+    ///
+    /// ```
+    /// use mnist_lab::models::ModelKind;
+    ///
+    /// // fc: 784 x 600 + 600 x 600 + 600 x 10
+    /// assert_eq!(ModelKind::Fc.forward_macs(784, 600, 10), 836_400);
+    /// ```
+    pub fn forward_macs(self, input_size: usize, hidden_size: usize, num_classes: usize) -> u64 {
+        let (h, c) = (hidden_size, num_classes);
         match self {
-            ModelKind::Fc | ModelKind::FcRelu => mlp(784),
-            ModelKind::Conv => 10 * 22 * 22 * 49 + mlp(4840),
-            ModelKind::Conv2 => 10 * 22 * 22 * 49 + 55 * 21 * 21 * 10 * 4 + mlp(24255),
+            ModelKind::Fc => FcNetConfig::new(input_size, h, c).forward_macs(),
+            ModelKind::FcRelu => FcReluNetConfig::new(input_size, h, c).forward_macs(),
+            ModelKind::Conv => ConvNetConfig::new(h, c).forward_macs(),
+            ModelKind::Conv2 => Conv2NetConfig::new(h, c).forward_macs(),
         }
     }
+}
+
+/// Multiply-accumulates of the three Linear layers `input -> hidden -> hidden -> classes`.
+fn mlp_macs(input: usize, hidden: usize, classes: usize) -> u64 {
+    (input * hidden + hidden * hidden + hidden * classes) as u64
+}
+
+/// Multiply-accumulates of a stride-1 convolution that gives `channels_out` maps of
+/// `side_out x side_out` from `channels_in` channels with a `kernel x kernel` kernel.
+fn conv_macs(channels_in: usize, channels_out: usize, kernel: usize, side_out: usize) -> u64 {
+    (channels_out * side_out * side_out * channels_in * kernel * kernel) as u64
 }
 
 /// Work done on a lecture model built by [`ModelKind::build`].
@@ -151,6 +172,11 @@ pub struct FcNetConfig {
 }
 
 impl FcNetConfig {
+    /// Multiply-accumulates in one image's forward pass.
+    pub fn forward_macs(&self) -> u64 {
+        mlp_macs(self.input_size, self.hidden_size, self.num_classes)
+    }
+
     /// Creates the model with freshly initialised weights on `device`.
     pub fn init(&self, device: &Device) -> FcNet {
         FcNet {
@@ -194,6 +220,11 @@ pub struct FcReluNetConfig {
 }
 
 impl FcReluNetConfig {
+    /// Multiply-accumulates in one image's forward pass (the ReLU adds none).
+    pub fn forward_macs(&self) -> u64 {
+        mlp_macs(self.input_size, self.hidden_size, self.num_classes)
+    }
+
     /// Creates the model with freshly initialised weights on `device`.
     pub fn init(&self, device: &Device) -> FcReluNet {
         FcReluNet {
@@ -243,10 +274,21 @@ pub struct ConvNetConfig {
 }
 
 impl ConvNetConfig {
-    /// Values per image after `conv1`: channels x side x side, side = 28 - kernel + 1.
+    /// The side of `conv1`'s output maps: image side - kernel + 1 (28 - 7 + 1 = 22).
+    pub fn conv1_side(&self) -> usize {
+        IMAGE_SIDE - self.conv1_kernel + 1
+    }
+
+    /// Values per image after `conv1`: channels x side x side (10 x 22 x 22 = 4840).
     pub fn flat_size(&self) -> usize {
-        let side = 28 - self.conv1_kernel + 1;
-        self.conv1_channels * side * side
+        self.conv1_channels * self.conv1_side() * self.conv1_side()
+    }
+
+    /// Multiply-accumulates in one image's forward pass.
+    pub fn forward_macs(&self) -> u64 {
+        let (channels, kernel) = (self.conv1_channels, self.conv1_kernel);
+        conv_macs(1, channels, kernel, self.conv1_side())
+            + mlp_macs(self.flat_size(), self.hidden_size, self.num_classes)
     }
 
     /// Creates the model with freshly initialised weights on `device`.
@@ -308,10 +350,27 @@ pub struct Conv2NetConfig {
 }
 
 impl Conv2NetConfig {
-    /// Values per image after `conv2`: channels x side x side.
+    /// The side of `conv1`'s output maps: image side - kernel + 1 (28 - 7 + 1 = 22).
+    pub fn conv1_side(&self) -> usize {
+        IMAGE_SIDE - self.conv1_kernel + 1
+    }
+
+    /// The side of `conv2`'s output maps: conv1's side - kernel + 1 (22 - 2 + 1 = 21).
+    pub fn conv2_side(&self) -> usize {
+        self.conv1_side() - self.conv2_kernel + 1
+    }
+
+    /// Values per image after `conv2`: channels x side x side (55 x 21 x 21 = 24255).
     pub fn flat_size(&self) -> usize {
-        let side = 28 - self.conv1_kernel + 1 - self.conv2_kernel + 1;
-        self.conv2_channels * side * side
+        self.conv2_channels * self.conv2_side() * self.conv2_side()
+    }
+
+    /// Multiply-accumulates in one image's forward pass.
+    pub fn forward_macs(&self) -> u64 {
+        let (c1, c2) = (self.conv1_channels, self.conv2_channels);
+        conv_macs(1, c1, self.conv1_kernel, self.conv1_side())
+            + conv_macs(c1, c2, self.conv2_kernel, self.conv2_side())
+            + mlp_macs(self.flat_size(), self.hidden_size, self.num_classes)
     }
 
     /// Creates the model with freshly initialised weights on `device`.
@@ -340,5 +399,21 @@ impl Classifier for Conv2Net {
         let x = self.relu.forward(self.fc1.forward(x)); // [batch, hidden]
         let x = self.relu.forward(self.fc2.forward(x)); // [batch, hidden]
         self.fc3.forward(x) // [batch, 10]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_the_kernel_settings() {
+        // The lecture's models are checked against a measured summary in tests/inspect.rs.
+        let conv = ConvNetConfig::new(8, 10).with_conv1_kernel(5);
+        assert_eq!(conv.flat_size(), 10 * 24 * 24);
+        let conv2 = Conv2NetConfig::new(8, 10).with_conv2_kernel(3);
+        assert_eq!(conv2.flat_size(), 55 * 20 * 20);
+        let measured = crate::inspect::summary(&conv2.init(&crate::device::cpu())).unwrap();
+        assert_eq!(conv2.forward_macs(), measured.total_multiply_adds);
     }
 }

@@ -12,7 +12,7 @@
 //! its backward writes the input, weight and bias gradients once each, skipping the input's
 //! when the input needs none (the images). Burn's matmul zero-fills each output and then
 //! copies it into an aligned buffer; the 4840 x 600 weight gradient of model 3's `fc1` alone
-//! is 11.6 MB. This made training 8 to 14 % faster on all four models (`mnist-lab bench`).
+//! is 11.6 MB.
 //!
 //! **Conv2d.** For a convolution with stride 1, no padding, no dilation, one group and a
 //! bias (both of the lecture's), on an `f32` input, [`Conv2d::forward`] is one hand-written
@@ -21,14 +21,11 @@
 //! builds the columns again and gives the weight gradient as gemms summed over the images,
 //! the bias gradient as sums, and, when the input needs one (conv2's, in training), the input
 //! gradient as `weight^T @ grad` added back onto the pixels (col2im). Burn's flex kernels take
-//! a generic path for these small-channel shapes (a direct forward at 21 GFLOP/s, a
-//! transposed convolution for the input gradient). `cargo bench -p mnist_lab --bench ops conv`
-//! on two cores, batch 100, Burn's layer against this one:
+//! a generic path for these small-channel shapes (a direct forward, a transposed convolution
+//! for the input gradient).
 //!
-//! | layer | forward | forward + backward (weight, bias) | forward + backward (input too) |
-//! |---|---:|---:|---:|
-//! | conv1, 1 -> 10, 7 x 7 on 28 x 28 | 2.25 -> 0.49 ms | 5.4 -> 1.7 ms | 10.1 -> 2.8 ms |
-//! | conv2, 10 -> 55, 2 x 2 on 22 x 22 | 4.7 -> 1.5 ms | 19.5 -> 5.5 ms | 20.3 -> 7.3 ms |
+//! What each op gains, layer by layer and model by model, is measured in the project's
+//! `bench/README.md` (`cargo bench -p mnist_lab --bench ops conv` times both layers).
 //!
 //! Both ops are a Burn backend extension ([`burn::backend::backend_extension`]) with a
 //! hand-written backward step for the autodiff backend. Every other case (other ranks or

@@ -59,7 +59,10 @@ pub struct TrainingConfig {
     /// SGD's step size.
     #[config(default = 0.001)]
     pub learning_rate: f64,
-    /// Seed for the shuffling of the training set (and, through [`seed`], the weights).
+    /// Seed for the shuffling of the training set. [`train`] uses it for nothing else: the
+    /// starting weights are drawn when the model is created, so seed them first with
+    /// [`seed`]`(&device, config.seed)` (the `mnist-lab` commands and
+    /// [`run_model`](crate::run::run_model) do both with this value).
     #[config(default = 42)]
     pub seed: u64,
     /// Stop after this many steps in all (for quick runs); `None` runs every epoch in full.
@@ -182,8 +185,19 @@ impl TrainingReport {
         self.test_total = Some(total);
     }
 
-    /// The mean loss over the last `n` steps (or all, if fewer).
-    pub fn final_loss(&self, n: usize) -> f32 {
+    /// The mean loss over the last `n` steps (or all, if fewer): a steadier figure for where
+    /// a run ended than the last batch's loss alone.
+    ///
+    /// ```
+    /// # let mut report: mnist_lab::train::TrainingReport = serde_json::from_str(r#"{"model":"fc",
+    /// #   "epochs":1,"steps":3,"batch_size":100,"learning_rate":0.001,"seed":1,"losses":[],
+    /// #   "epoch_seconds":[],"epoch_images_per_second":[],"train_seconds":0.0,
+    /// #   "images_per_second":0.0,"test_accuracy":null,"test_total":null,"device":"cpu"}"#).unwrap();
+    /// report.losses = vec![3.0, 1.0, 2.0];
+    /// assert_eq!(report.mean_loss_of_last(2), 1.5);
+    /// assert_eq!(report.mean_loss_of_last(10), 2.0); // all three
+    /// ```
+    pub fn mean_loss_of_last(&self, n: usize) -> f32 {
         let tail = &self.losses[self.losses.len().saturating_sub(n)..];
         tail.iter().sum::<f32>() / tail.len().max(1) as f32
     }
@@ -235,9 +249,8 @@ pub fn tune_allocator() {
 ///
 /// The matmuls and other parallel operations a training step starts then split their work
 /// with the thread that started them, instead of handing it to the pool and waiting for
-/// it to come back: measured 4 to 7% more images/s on the lecture's 2-core machine
-/// (fc, fc-relu and conv; see `bench/README.md`). Called from a pool thread, `work` simply
-/// runs there. The GPU backends do not use this pool; for them it changes nothing.
+/// it to come back (what that gains is measured in `bench/README.md`). Called from a pool
+/// thread, `work` simply runs there. The GPU backends do not use this pool; for them it changes nothing.
 pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
@@ -401,9 +414,7 @@ fn train_loop<M: Classifier>(
         let (mut epoch_images, mut epoch_loss) = (0usize, 0.0f64);
         let first_step = report.steps;
         for (i, batch) in loader.iter().enumerate() {
-            let batch: MnistBatch = batch.map_err(|e| Error::Device {
-                message: format!("could not load a training batch: {e}"),
-            })?;
+            let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a training batch", e))?;
             let n = batch.targets.dims()[0];
             let value;
             (model, value) = sgd_step(model, &mut optimizer, &loss_fn, batch, config.learning_rate);
@@ -586,9 +597,7 @@ fn evaluate_loop<M: Classifier>(
     let loader = loader(&data.test, config.batch_size, None, device);
     let (mut correct, mut total) = (0i64, 0usize);
     for batch in loader.iter() {
-        let batch: MnistBatch = batch.map_err(|e| Error::Device {
-            message: format!("could not load a test batch: {e}"),
-        })?;
+        let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a test batch", e))?;
         total += batch.targets.dims()[0];
         correct += count_correct(model.forward(batch.images), batch.targets);
         if stop.requested() {

@@ -61,7 +61,11 @@ fn summary_of_the_four_lecture_models() {
         (&conv2, ModelKind::Conv2),
     ];
     for (table, kind) in models {
-        assert_eq!(table.total_multiply_adds, kind.forward_macs(h), "{kind}");
+        assert_eq!(
+            table.total_multiply_adds,
+            kind.forward_macs(784, h, 10),
+            "{kind}"
+        );
         let rows: usize = table.rows.iter().map(|r| r.params).sum();
         assert_eq!(rows, table.total_params, "{kind}");
     }

@@ -74,9 +74,9 @@ fn training_lowers_the_loss_and_raises_accuracy() {
     assert_eq!(report.losses.len(), 60);
     let first: f32 = report.losses[..5].iter().sum::<f32>() / 5.0;
     assert!(
-        report.final_loss(5) < 0.7 * first,
+        report.mean_loss_of_last(5) < 0.7 * first,
         "loss {first} -> {}",
-        report.final_loss(5)
+        report.mean_loss_of_last(5)
     );
     assert!(after > before + 30.0, "accuracy {before} -> {after}");
     assert_eq!(report.epoch_seconds.len(), 3);

@@ -44,6 +44,8 @@ pub use idx::{
 pub const IMAGE_SIDE: usize = 28;
 /// Pixels in one MNIST image (28 x 28).
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// Classes to tell apart: the digits 0 to 9.
+pub const NUM_CLASSES: usize = 10;
 
 /// The training images file (60,000 images).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte.gz";

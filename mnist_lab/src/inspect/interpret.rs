@@ -107,9 +107,7 @@ impl Interpretation {
                     );
                     break;
                 }
-                let batch: MnistBatch = batch.map_err(|e| Error::Device {
-                    message: format!("could not load a test batch: {e}"),
-                })?;
+                let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a test batch", e))?;
                 let scores = model.forward(batch.images).into_data();
                 let scores = scores.convert::<f32>();
                 logits.extend_from_slice(scores.as_slice::<f32>().map_err(|e| Error::Device {
