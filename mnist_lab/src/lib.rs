@@ -49,13 +49,14 @@ pub mod prelude {
     pub use crate::device::{Device, DeviceChoice, pick_device};
     pub use crate::inspect::{Interpretation, feature_maps_chart, filters_chart, predict, summary};
     pub use crate::models::{
-        Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig, FcReluNetConfig,
+        Classifier, Conv2Net, Conv2NetConfig, ConvNet, ConvNetConfig, FcNet, FcNetConfig,
+        FcReluNet, FcReluNetConfig,
     };
     pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
     pub use crate::run::results_table;
     pub use crate::save::{load, save};
-    pub use crate::train::{TrainingConfig, TrainingReport, evaluate, train};
+    pub use crate::train::{TrainingConfig, TrainingReport, evaluate, seed, train};
     pub use crate::{Error, Result};
     pub use burn::module::Module;
     pub use burn::nn::Relu;

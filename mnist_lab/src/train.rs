@@ -39,6 +39,19 @@ use crate::{Error, Result, check};
 /// let config = TrainingConfig::new().with_num_epochs(10);
 /// assert_eq!((config.batch_size, config.learning_rate), (100, 0.001));
 /// ```
+///
+/// `max_steps` starts as `MNIST_LAB_MAX_STEPS` when that is set, as in the notebook tests:
+///
+/// ```
+/// use mnist_lab::train::TrainingConfig;
+///
+/// // SAFETY: no other thread of this doctest reads the environment.
+/// unsafe { std::env::set_var("MNIST_LAB_MAX_STEPS", "60") };
+/// assert_eq!(TrainingConfig::new().max_steps, Some(60));
+/// assert_eq!(TrainingConfig::new().with_max_steps(None).max_steps, None);
+/// unsafe { std::env::remove_var("MNIST_LAB_MAX_STEPS") };
+/// assert_eq!(TrainingConfig::new().max_steps, None);
+/// ```
 #[derive(Config, Debug)]
 pub struct TrainingConfig {
     /// Pixels per image, 28 x 28: set by the task.
@@ -66,6 +79,12 @@ pub struct TrainingConfig {
     #[config(default = 42)]
     pub seed: u64,
     /// Stop after this many steps in all (for quick runs); `None` runs every epoch in full.
+    ///
+    /// It starts as the `MNIST_LAB_MAX_STEPS` environment variable when that is set (the
+    /// notebook tests set it to keep every training cell short), else `None`; a value that is
+    /// not a whole number is ignored with a warning. `with_max_steps` overrides it, and
+    /// `with_max_steps(None)` lifts it (see the example on [`TrainingConfig`]).
+    #[config(default = "max_steps_from_env()")]
     pub max_steps: Option<usize>,
     /// Print a log line every this many steps (fewer when an epoch is short: see
     /// [`log_interval`]).
@@ -74,33 +93,6 @@ pub struct TrainingConfig {
 }
 
 impl TrainingConfig {
-    /// Caps the run at `MNIST_LAB_MAX_STEPS` steps when that environment variable is set: the
-    /// notebook tests set it to keep every training cell short. Unset, the config is
-    /// unchanged; set to something that is not a whole number, it is unchanged too and a
-    /// warning says so.
-    ///
-    /// ```
-    /// use mnist_lab::train::TrainingConfig;
-    ///
-    /// // SAFETY: no other thread of this doctest reads the environment.
-    /// unsafe { std::env::set_var("MNIST_LAB_MAX_STEPS", "60") };
-    /// assert_eq!(TrainingConfig::new().with_max_steps_from_env().max_steps, Some(60));
-    /// unsafe { std::env::remove_var("MNIST_LAB_MAX_STEPS") };
-    /// assert_eq!(TrainingConfig::new().with_max_steps_from_env().max_steps, None);
-    /// ```
-    pub fn with_max_steps_from_env(self) -> Self {
-        let Ok(value) = std::env::var("MNIST_LAB_MAX_STEPS") else {
-            return self;
-        };
-        match value.trim().parse() {
-            Ok(steps) => self.with_max_steps(Some(steps)),
-            Err(_) => {
-                eprintln!("MNIST_LAB_MAX_STEPS = {value:?} is not a whole number; no step limit");
-                self
-            }
-        }
-    }
-
     /// Checks every setting, naming the first one that is out of range.
     pub fn validate(&self) -> Result<()> {
         let positive = [
@@ -131,6 +123,18 @@ impl TrainingConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `MNIST_LAB_MAX_STEPS`, the default of [`TrainingConfig::max_steps`].
+fn max_steps_from_env() -> Option<usize> {
+    let value = std::env::var("MNIST_LAB_MAX_STEPS").ok()?;
+    match value.trim().parse() {
+        Ok(steps) => Some(steps),
+        Err(_) => {
+            eprintln!("MNIST_LAB_MAX_STEPS = {value:?} is not a whole number; no step limit");
+            None
+        }
     }
 }
 
