@@ -229,7 +229,9 @@ pub fn seed(device: &Device, seed: u64) {
 /// a fifth to a third of the training time here. Telling malloc to keep such blocks in its
 /// heap (no `mmap`, no trimming) makes training 1.3x (conv2) to 1.7x (fc) faster on the
 /// lecture's 2-core machine. The price: memory freed after a run stays with the process
-/// (a notebook kernel keeps its peak, a few hundred MB for conv2) until it exits.
+/// until it exits, or until [`release_memory`], which `train`, `evaluate` and
+/// [`Interpretation::new`](crate::inspect::Interpretation::new) call when they end in the
+/// project's notebook kernel.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -245,6 +247,50 @@ pub fn tune_allocator() {
                 libc::mallopt(libc::M_TOP_PAD, 64 << 20);
             }
         });
+    }
+}
+
+/// The environment variable that says whether [`release_memory`] gives memory back: `1`
+/// always, `0` never; unset, only in the project's notebook kernel ([`crate::live::enabled`]).
+pub const RELEASE_MEMORY_VAR: &str = "MNIST_LAB_RELEASE_MEMORY";
+
+/// Gives the memory that [`tune_allocator`] keeps, the freed blocks, back to the operating
+/// system (glibc's `malloc_trim`; elsewhere it does nothing), in the project's notebook kernel
+/// or as [`RELEASE_MEMORY_VAR`] says.
+///
+/// A command-line run ends its process soon after training, but a notebook kernel lives on:
+/// without this, the process that runs the cells keeps the peak of its largest run (conv2's
+/// steps free hundreds of MB) for as long as the kernel runs. The next run pays the page
+/// faults for the memory it takes back once, at its start, not at every step.
+///
+/// ```
+/// // Safe to call at any time, as often as wanted.
+/// mnist_lab::train::release_memory();
+/// ```
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let wanted = match std::env::var(RELEASE_MEMORY_VAR).as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => crate::live::enabled(),
+        };
+        if wanted {
+            // SAFETY: malloc_trim only returns free memory; it is thread-safe in glibc.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
+/// Calls [`release_memory`] when dropped, so that a function holding one releases memory
+/// whichever way it returns.
+pub(crate) struct ReleaseOnReturn;
+
+impl Drop for ReleaseOnReturn {
+    fn drop(&mut self) {
+        release_memory();
     }
 }
 
@@ -279,6 +325,7 @@ pub fn train<M: Classifier>(
 ) -> Result<(M, TrainingReport)> {
     config.validate()?;
     tune_allocator();
+    let _release = ReleaseOnReturn;
     check::check_model(&model, device, config.num_classes)?;
     let stop = StopSignal::new();
     on_pool(|| train_loop(model, data, config, device, &stop))
@@ -584,6 +631,7 @@ pub fn evaluate<M: Classifier>(
 ) -> Result<f64> {
     config.validate()?;
     tune_allocator();
+    let _release = ReleaseOnReturn;
     let model = model.valid().fork(device);
     let stop = StopSignal::new();
     on_pool(move || evaluate_loop(&model, data, config, device, &stop))

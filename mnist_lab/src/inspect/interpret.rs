@@ -10,7 +10,7 @@ use crate::data::{MnistBatch, Split};
 use crate::live::StopSignal;
 use crate::models::Classifier;
 use crate::plot::{Chart, DigitGrid, Paint, plot_error};
-use crate::train::{loader, on_pool, thousands, tune_allocator};
+use crate::train::{ReleaseOnReturn, loader, on_pool, thousands, tune_allocator};
 use crate::{Error, Result};
 
 /// Images per batch of the pass (as [`evaluate`](crate::train::evaluate) with the lecture's
@@ -93,6 +93,7 @@ impl Interpretation {
             ));
         }
         tune_allocator();
+        let _release = ReleaseOnReturn;
         let model = model.valid().fork(device);
         let stop = StopSignal::new();
         let logits = on_pool(move || -> Result<Vec<f32>> {
