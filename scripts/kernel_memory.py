@@ -39,6 +39,30 @@ def rss_mb(pid):
     return 0.0
 
 
+def breakdown(pid):
+    """A process's resident memory split as (anonymous MB: heap, stacks; file-backed MB: code
+    and data of the program and its libraries; cell libraries mapped), from /proc/PID/smaps.
+    evcxr builds each cell as its own library and never unloads one."""
+    anon = files = 0.0
+    libraries = set()
+    path = None
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            fields = line.split()
+            if fields and not fields[0].endswith(":"):
+                path = fields[5] if len(fields) > 5 else None
+                if path and "/kernel/target/" in path and path.endswith(".so"):
+                    libraries.add(path)
+            elif fields[0] == "Rss:":
+                if path and path.startswith("/"):
+                    files += int(fields[1]) / 1024
+                else:
+                    anon += int(fields[1]) / 1024
+    except OSError:
+        pass
+    return anon, files, len(libraries)
+
+
 def children(pid):
     """The direct children of a process."""
     found = []
@@ -83,9 +107,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-steps", type=int, help="MNIST_LAB_MAX_STEPS for the kernel")
-    parser.add_argument(
-        "--notebook", default=str(ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb")
-    )
+    lecture = ROOT / "notebooks" / "lecture.ipynb"
+    if not lecture.exists():
+        lecture = ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb"
+    parser.add_argument("--notebook", default=str(lecture))
     parser.add_argument("--cell-timeout", type=int, default=1800)
     args = parser.parse_args()
 
@@ -105,13 +130,17 @@ def main():
     client.start_channels()
     try:
         client.wait_for_ready(timeout=3600)
-        print(f"{'after':<16}{'evcxr_jupyter':>15}{'child':>10}{'launcher':>10}{'total':>10}  (MB)")
+        print(
+            f"{'after':<16}{'evcxr_jupyter':>15}{'child':>10}{'launcher':>10}{'total':>10}"
+            f"  (MB; child: anonymous + file-backed, cell libraries loaded)"
+        )
 
         def report(label):
             launcher, kernel, child = processes(manager.provisioner.pid)
             sizes = [rss_mb(p) if p else 0.0 for p in (kernel, child, launcher)]
+            anon, files, libraries = breakdown(child) if child else (0.0, 0.0, 0)
             print(f"{label:<16}" + "".join(f"{s:>{w},.0f}" for s, w in zip(sizes, (15, 10, 10)))
-                  + f"{sum(sizes):>10,.0f}", flush=True)
+                  + f"{sum(sizes):>10,.0f}  ({anon:,.0f} + {files:,.0f}, {libraries})", flush=True)
 
         report("start, warm")
         for run in range(1, args.runs + 1):
