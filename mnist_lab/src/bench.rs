@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
 use crate::models::{Classifier, ModelKind, ModelTask};
-use crate::train::{count_correct, loader, on_pool, sgd, sgd_step};
+use crate::nn::fused::{on_pool, sgd};
+use crate::train::{count_correct, loader, sgd_step};
 use crate::{Error, Result};
 
 /// What to measure, and how long.

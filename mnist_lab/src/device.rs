@@ -29,12 +29,11 @@ use std::str::FromStr;
 use burn::module::{Module, ModuleMapper, Param};
 pub use burn::tensor::Device;
 use burn::tensor::Tensor;
-use clap::ValueEnum;
 
 use crate::{Error, Result};
 
 /// Which device to train on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// The fastest one available: CUDA, then a hardware GPU through wgpu, then the CPU.
     #[default]
@@ -47,12 +46,36 @@ pub enum DeviceChoice {
     Wgpu,
 }
 
+impl DeviceChoice {
+    /// Every choice, in the order the command line lists them.
+    pub const ALL: [DeviceChoice; 4] = [
+        DeviceChoice::Auto,
+        DeviceChoice::Cpu,
+        DeviceChoice::Cuda,
+        DeviceChoice::Wgpu,
+    ];
+
+    /// The name used on the command line and in `MNIST_LAB_DEVICE`, e.g. `cpu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Wgpu => "wgpu",
+        }
+    }
+}
+
 impl FromStr for DeviceChoice {
     type Err = Error;
 
+    /// A choice by its name (`auto`, `cpu`, `cuda`, `wgpu`), in any case.
     fn from_str(s: &str) -> Result<Self> {
-        <DeviceChoice as ValueEnum>::from_str(s.trim(), true)
-            .map_err(|_| Error::setting("device", s, "use one of auto, cpu, cuda, wgpu"))
+        let name = s.trim();
+        DeviceChoice::ALL
+            .into_iter()
+            .find(|choice| choice.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::setting("device", s, "use one of auto, cpu, cuda, wgpu"))
     }
 }
 

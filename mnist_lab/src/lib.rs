@@ -5,9 +5,18 @@
 //! followed cell by cell in Jupyter notebooks on the evcxr kernel.
 //!
 //! The notebooks keep the code the lecture teaches (hyper-parameters, the model structs and
-//! their `forward`); this crate holds the plumbing: the MNIST [data] pipeline, the lecture's
-//! four [models], the [device] choice, the [train]ing loop and evaluation, the loss
-//! [plot]s, a look [inspect]ing a model (its layers, filters and mistakes), and [save]d models.
+//! their `forward`); this crate holds the plumbing, in three layers:
+//!
+//! - **the lesson API**, what a notebook meets (all of it in the [prelude]): the MNIST [data]
+//!   pipeline, the lecture's four [models], the [device] choice, the [train]ing loop and
+//!   evaluation, the loss [plot]s, a look [inspect]ing a model (its layers, filters and
+//!   mistakes), [save]d models, the layers of [nn], and the [live] display and [check]s
+//!   around them;
+//! - **the tools**: [cli] (the lecture's plan and tables, for the `mnist-lab` program) and
+//!   [bench] (images/s and GFLOP/s);
+//! - **the speed layer**, [`nn::fused`] (feature `fused`, on by default): hand-written CPU
+//!   ops for the layers and SGD, and the loops on the backend's thread pool. Without the
+//!   feature, everything runs on Burn's own layers and optimizer, with the same results.
 //!
 //! # Example
 //!
@@ -26,7 +35,7 @@
 //! assert!((0.0..=100.0).contains(&accuracy));
 //! ```
 
-pub mod bench;
+// The lesson API.
 pub mod check;
 pub mod data;
 pub mod device;
@@ -34,17 +43,21 @@ mod error;
 pub mod inspect;
 pub mod live;
 pub mod models;
-pub mod nn;
+pub mod nn; // the layers; the speed layer is `nn::fused`
 pub mod output;
 pub mod plot;
-pub mod run;
 pub mod save;
 pub mod train;
+
+// The tools.
+pub mod bench;
+pub mod cli;
 
 pub use error::{Error, Result};
 
 /// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`.
 pub mod prelude {
+    pub use crate::cli::results_table;
     pub use crate::data::{Mnist, MnistBatch};
     pub use crate::device::{Device, DeviceChoice, pick_device};
     pub use crate::inspect::{Interpretation, feature_maps_chart, filters_chart, predict, summary};
@@ -54,7 +67,6 @@ pub mod prelude {
     };
     pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
-    pub use crate::run::results_table;
     pub use crate::save::{load, save};
     pub use crate::train::{TrainingConfig, TrainingReport, evaluate, seed, train};
     pub use crate::{Error, Result};

@@ -16,7 +16,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
-use clap::ValueEnum;
 use serde::Serialize;
 
 /// Any model that maps a batch of MNIST images to one score (logit) per digit.
@@ -52,8 +51,16 @@ pub trait Classifier: Module {
     fn forward(&self, images: Tensor<4>) -> Tensor<2>;
 }
 
-/// The lecture's models, by the names the command line uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+/// The lecture's models, by the names the command line uses (`"fc-relu".parse()`).
+///
+/// ```
+/// use mnist_lab::models::ModelKind;
+///
+/// assert_eq!("fc-relu".parse::<ModelKind>().unwrap(), ModelKind::FcRelu);
+/// assert_eq!(ModelKind::Conv2.to_string(), "conv2");
+/// assert!("conv3".parse::<ModelKind>().unwrap_err().to_string().contains("fc, fc-relu"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// Model 1: three Linear layers, no nonlinearity.
@@ -149,6 +156,19 @@ pub trait ModelTask {
 impl std::fmt::Display for ModelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = crate::Error;
+
+    /// A model by its name (`fc`, `fc-relu`, `conv`, `conv2`), in any case.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let name = s.trim();
+        ModelKind::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| crate::Error::setting("model", s, "use one of fc, fc-relu, conv, conv2"))
     }
 }
 

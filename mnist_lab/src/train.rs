@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, SgdState};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
 use crate::live::{self, LiveDisplay, Progress, StopSignal};
 use crate::models::Classifier;
+use crate::nn::fused::{on_pool, sgd};
 use crate::{Error, Result, check};
 
 /// The lecture's hyper-parameters, with its values as defaults.
@@ -75,7 +76,7 @@ pub struct TrainingConfig {
     /// Seed for the shuffling of the training set. [`train`] uses it for nothing else: the
     /// starting weights are drawn when the model is created, so seed them first with
     /// [`seed`]`(&device, config.seed)` (the `mnist-lab` commands and
-    /// [`run_model`](crate::run::run_model) do both with this value).
+    /// [`run_model`](crate::cli::run_model) do both with this value).
     #[config(default = 42)]
     pub seed: u64,
     /// Stop after this many steps in all (for quick runs); `None` runs every epoch in full.
@@ -292,17 +293,6 @@ impl Drop for ReleaseOnReturn {
     fn drop(&mut self) {
         release_memory();
     }
-}
-
-/// Runs `work` on a thread of the CPU backend's thread pool (rayon's global pool) and
-/// waits for it.
-///
-/// The matmuls and other parallel operations a training step starts then split their work
-/// with the thread that started them, instead of handing it to the pool and waiting for
-/// it to come back (what that gains is measured in `bench/README.md`). Called from a pool
-/// thread, `work` simply runs there. The GPU backends do not use this pool; for them it changes nothing.
-pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
 }
 
 /// Trains `model` with cross-entropy loss and plain SGD, as the lecture does.
@@ -568,35 +558,6 @@ pub(crate) fn loader(
         None => builder,
     }
     .build(split.clone())
-}
-
-/// The lecture's optimizer, `torch.optim.SGD(params, lr)`: plain SGD, no momentum, no
-/// weight decay. It computes what Burn's `SgdConfig::new().init()` computes, value for value
-/// (`param - grad * learning_rate`), through [`crate::nn`]'s one-pass update on the CPU.
-pub(crate) fn sgd() -> ModuleOptimizer {
-    ModuleOptimizer::from(PlainSgd)
-}
-
-/// See [`sgd`]. It keeps no state between steps.
-#[derive(Clone)]
-struct PlainSgd;
-
-impl Optimizer for PlainSgd {
-    type State<const D: usize> = SgdState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        learning_rate: f64,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        _state: Option<SgdState<D>>,
-    ) -> (Tensor<D>, Option<SgdState<D>>) {
-        (crate::nn::sgd_update(param, grad, learning_rate), None)
-    }
-
-    fn to_device<const D: usize>(state: SgdState<D>, _device: &Device) -> SgdState<D> {
-        state
-    }
 }
 
 /// One step of plain SGD on `batch`: forward, cross-entropy loss, backward, update.

@@ -17,8 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use mnist_lab::bench::{self, BenchConfig};
+use mnist_lab::cli::{LECTURE_RUNS, results_table, run_model, run_model_and_save};
 use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::inspect::Interpretation;
@@ -26,7 +28,6 @@ use mnist_lab::live::{self, Observer, Progress};
 use mnist_lab::models::{Classifier, ModelKind, ModelTask};
 use mnist_lab::output;
 use mnist_lab::plot::compare_chart;
-use mnist_lab::run::{LECTURE_RUNS, results_table, run_model, run_model_and_save};
 use mnist_lab::train::{TrainingConfig, TrainingReport};
 
 #[derive(Parser)]
@@ -54,7 +55,7 @@ enum Command {
         #[arg(long)]
         max_steps: Option<usize>,
         /// Where to train
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        #[arg(long, value_parser = device_choice(), default_value = "auto")]
         device: DeviceChoice,
     },
     /// Train and evaluate one of the lecture's models.
@@ -77,13 +78,13 @@ enum Command {
 #[derive(Args)]
 struct BenchArgs {
     /// Which models, comma-separated [default: all four]
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = model_kind(), value_delimiter = ',')]
     models: Vec<ModelKind>,
     /// Folder with the four MNIST files [default: synthetic images, 10,000 + 2,000]
     #[arg(long)]
     data: Option<PathBuf>,
     /// Where to run
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    #[arg(long, value_parser = device_choice(), default_value = "cpu")]
     device: DeviceChoice,
     /// Worker threads of the CPU backend [default: RAYON_NUM_THREADS, else one per core]
     #[arg(long)]
@@ -120,7 +121,7 @@ struct BenchArgs {
 #[derive(Args)]
 struct TrainArgs {
     /// Which model
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = model_kind())]
     model: ModelKind,
     /// Passes over the training set
     #[arg(long, default_value_t = 3)]
@@ -141,7 +142,7 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Where to train
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, value_parser = device_choice(), default_value = "auto")]
     device: DeviceChoice,
     /// Stop after this many steps (quick runs)
     #[arg(long)]
@@ -152,6 +153,19 @@ struct TrainArgs {
     /// Save the trained model to this file (burnpack, e.g. conv2.bpk), for `evaluate --load`
     #[arg(long)]
     save: Option<PathBuf>,
+}
+
+/// clap's parser of a model name (the library's `FromStr`): `--help` and a wrong name list the
+/// four.
+fn model_kind() -> impl TypedValueParser<Value = ModelKind> {
+    PossibleValuesParser::new(ModelKind::ALL.map(ModelKind::name))
+        .map(|name| name.parse().expect("clap has checked the name"))
+}
+
+/// clap's parser of a device choice (the library's `FromStr`), listing the choices likewise.
+fn device_choice() -> impl TypedValueParser<Value = DeviceChoice> {
+    PossibleValuesParser::new(DeviceChoice::ALL.map(DeviceChoice::name))
+        .map(|name| name.parse().expect("clap has checked the name"))
 }
 
 fn main() -> ExitCode {
@@ -410,7 +424,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 #[derive(Args)]
 struct EvaluateArgs {
     /// Which model the file holds
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = model_kind())]
     model: ModelKind,
     /// The saved model (from `train --save`)
     #[arg(long)]
@@ -422,7 +436,7 @@ struct EvaluateArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Where to run
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, value_parser = device_choice(), default_value = "auto")]
     device: DeviceChoice,
     /// Most confused pairs to list
     #[arg(long, default_value_t = 5)]

@@ -9,8 +9,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::data::{MnistBatch, Split};
 use crate::live::StopSignal;
 use crate::models::Classifier;
+use crate::nn::fused::on_pool;
 use crate::plot::{Chart, DigitGrid, Paint, plot_error};
-use crate::train::{ReleaseOnReturn, loader, on_pool, thousands, tune_allocator};
+use crate::train::{ReleaseOnReturn, loader, thousands, tune_allocator};
 use crate::{Error, Result};
 
 /// Images per batch of the pass (as [`evaluate`](crate::train::evaluate) with the lecture's

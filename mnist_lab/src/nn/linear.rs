@@ -1,9 +1,12 @@
-//! The lecture's fully-connected layer: Burn's `Linear`, with a fused CPU path.
+//! The lecture's fully-connected layer: Burn's `Linear`, with a fused CPU path
+//! ([`super::fused`]).
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{Initializer, LinearLayout};
 use burn::tensor::{Device, Tensor, assert_shape};
+
+use super::fused;
 
 /// Configuration of a [`Linear`] layer, field for field Burn's `LinearConfig`.
 ///
@@ -33,7 +36,7 @@ pub struct LinearConfig {
 }
 
 /// A fully-connected layer, `output = input @ weight + bias`: Burn's `Linear` (same fields
-/// and parameters), with the fused path described in [the module docs](super).
+/// and parameters), with the fused path described in [`super::fused`].
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct Linear {
@@ -98,12 +101,10 @@ impl Linear {
         let [d_input, _] = weight.dims();
         assert_shape!(input, [.., d_input]);
         let bias = self.bias.as_ref().map(|b| b.val());
-        #[cfg(feature = "flex")]
         if let Some(bias) = &bias
-            && D == 2
-            && takes_fused_path(&input, &weight, bias)
+            && fused::takes_linear(&input, &weight, bias)
         {
-            return self.recorded(super::flex_ops::linear(input, weight, bias.clone()));
+            return self.recorded(fused::linear(input, weight, bias.clone()));
         }
         self.recorded(burn::tensor::module::linear(input, weight, bias))
     }
@@ -129,17 +130,6 @@ impl Linear {
             bias: self.bias.clone(),
         }
     }
-}
-
-/// Whether the layer runs as the fused flex kernel ([`super::flex_ops`]).
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-fn takes_fused_path<const D: usize>(
-    input: &Tensor<D>,
-    weight: &Tensor<2>,
-    bias: &Tensor<1>,
-) -> bool {
-    let dtypes = [input.dtype(), weight.dtype(), bias.dtype()];
-    super::runs_flex_ops(&input.device(), &dtypes)
 }
 
 #[cfg(test)]
@@ -174,8 +164,8 @@ mod tests {
                 let x = if tracked { x.require_grad() } else { x };
                 let b = ours.bias.as_ref().unwrap().val();
                 assert_eq!(
-                    takes_fused_path(&x, &ours.weight.val(), &b),
-                    cfg!(feature = "flex")
+                    fused::takes_linear(&x, &ours.weight.val(), &b),
+                    cfg!(feature = "fused")
                 );
                 let g = Tensor::<2>::random([batch, d_out], Distribution::Default, &device);
                 let y_ours = ours.forward(x.clone());

@@ -1,6 +1,10 @@
-//! Whole runs of the lecture's models: create, train, evaluate, report.
+//! The command line's side of the crate: the lecture's plan of runs, whole runs of its models
+//! (create, train, evaluate, report, save), and the table of results.
 //!
-//! Used by the `mnist-lab` program and by the notebooks' summary cells.
+//! The `mnist-lab` program (`src/bin/mnist-lab.rs`, which alone parses arguments) runs on
+//! these; the notebooks use only [`results_table`], which the prelude brings. The lesson's own
+//! API is [`crate::data`], [`crate::models`], [`crate::train`], [`crate::plot`] and
+//! [`crate::device`].
 
 use std::fmt::Write;
 use std::path::Path;
@@ -98,7 +102,7 @@ fn fit<M: Classifier>(
 /// #   "batch_size":100,"learning_rate":0.001,"seed":1,"losses":[],"epoch_seconds":[1.0],
 /// #   "epoch_images_per_second":[8000.0],"train_seconds":3.0,"images_per_second":8000.0,
 /// #   "test_accuracy":36.5,"test_total":2000,"device":"cpu (flex)"}"#).unwrap();
-/// let table = mnist_lab::run::results_table(&[report]);
+/// let table = mnist_lab::cli::results_table(&[report]);
 /// assert!(table.contains("| fc    |      3 |   240 |   36.5 % |"));
 /// ```
 pub fn results_table(reports: &[TrainingReport]) -> String {

@@ -1,53 +1,11 @@
-//! The lecture's layers: Burn's `Linear` and `Conv2d`, with faster paths on the CPU.
-//!
-//! [`LinearConfig`], [`Linear`], [`Conv2dConfig`] and [`Conv2d`] have the fields, defaults,
-//! initialisation and results of `burn::nn::{LinearConfig, Linear}` and
-//! `burn::nn::conv::{Conv2dConfig, Conv2d}`, so a model cell reads exactly as it would with
-//! Burn's: `LinearConfig::new(784, 600).init(device)`, `self.fc1.forward(x)`. `as_burn()`
-//! gives Burn's layer on the same parameters. The difference is speed on the `flex` backend.
-//!
-//! **Linear.** For a 2-D `f32` input and a layer with a bias, [`Linear::forward`] is one
-//! hand-written backend op instead of Burn's matmul and broadcast add: gemm (the matmul
-//! library Burn's flex backend uses) multiplies onto the bias rows already in the output, and
-//! its backward writes the input, weight and bias gradients once each, skipping the input's
-//! when the input needs none (the images). Burn's matmul zero-fills each output and then
-//! copies it into an aligned buffer; the 4840 x 600 weight gradient of model 3's `fc1` alone
-//! is 11.6 MB.
-//!
-//! **Conv2d.** For a convolution with stride 1, no padding, no dilation, one group and a
-//! bias (both of the lecture's), on an `f32` input, [`Conv2d::forward`] is one hand-written
-//! backend op too: each image's patches are copied into a column matrix (im2col) and one gemm
-//! multiplies the filters with it onto the bias rows, images in parallel. The backward
-//! builds the columns again and gives the weight gradient as gemms summed over the images,
-//! the bias gradient as sums, and, when the input needs one (conv2's, in training), the input
-//! gradient as `weight^T @ grad` added back onto the pixels (col2im). Burn's flex kernels take
-//! a generic path for these small-channel shapes (a direct forward, a transposed convolution
-//! for the input gradient).
-//!
-//! What each op gains, layer by layer and model by model, is measured in the project's
-//! `bench/README.md` (`cargo bench -p mnist_lab --bench ops conv` times both layers).
-//!
-//! Both ops are a Burn backend extension ([`burn::backend::backend_extension`]) with a
-//! hand-written backward step for the autodiff backend. Every other case (other ranks or
-//! dtypes, a layer without bias, padding, strides, dilation, groups) and every other device
-//! is Burn's own `linear` or `conv2d`. The tests hold both paths to Burn's results and
-//! gradients (1e-5 relative), and the lecture's seeded figures are unchanged.
-
-#[cfg(feature = "flex")]
-mod flex_ops;
-mod linear;
-
-pub use linear::{Linear, LinearConfig};
+//! The lecture's convolution: Burn's `Conv2d`, with a fused CPU path ([`super::fused`]).
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{Initializer, PaddingConfig2d};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
-/// The most values one image's column matrix may hold on the fused path (64 MiB of `f32`); a
-/// larger image takes Burn's `conv2d` instead.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-const MAX_COLUMN_VALUES: usize = 16 * 1024 * 1024;
+use super::fused;
 
 /// Configuration of a [`Conv2d`] layer, field for field Burn's `Conv2dConfig`.
 ///
@@ -86,7 +44,7 @@ pub struct Conv2dConfig {
 }
 
 /// A 2-D convolution: Burn's `Conv2d` (same fields and parameters), with the fused path
-/// described in [the module docs](self).
+/// described in [`super::fused`].
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct Conv2d {
@@ -167,11 +125,10 @@ impl Conv2d {
     /// - output: `[batch, channels_out, height_out, width_out]`, where for stride 1 and no
     ///   padding `height_out = height - kernel_h + 1` (28 - 7 + 1 = 22 for conv1).
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        #[cfg(feature = "flex")]
         if let Some(bias) = &self.bias
-            && self.takes_fused_path(&input)
+            && fused::takes_conv2d(self, &input)
         {
-            return self.recorded(flex_ops::conv2d(input, self.weight.val(), bias.val()));
+            return self.recorded(fused::conv2d(input, self.weight.val(), bias.val()));
         }
         self.recorded(self.as_burn().forward(input))
     }
@@ -209,93 +166,12 @@ impl Conv2d {
             padding: self.padding.clone(),
         }
     }
-
-    /// Whether `input` goes through the fused flex convolution ([`flex_ops`]).
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-    fn takes_fused_path(&self, input: &Tensor<4>) -> bool {
-        let Some(bias) = &self.bias else {
-            return false;
-        };
-        let [_, channels, height, width] = input.dims();
-        let [_, weight_channels, kh, kw] = self.weight.dims();
-        let unpadded = matches!(
-            self.padding,
-            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
-        );
-        let plain =
-            unpadded && self.stride == [1, 1] && self.dilation == [1, 1] && self.groups == 1;
-        let fits = channels == weight_channels && height >= kh && width >= kw;
-        let dtypes = [input.dtype(), self.weight.val().dtype(), bias.val().dtype()];
-        plain
-            && fits
-            && runs_flex_ops(&input.device(), &dtypes)
-            && channels * kh * kw * (height - kh + 1) * (width - kw + 1) <= MAX_COLUMN_VALUES
-    }
-}
-
-/// Plain SGD's update of one parameter's values (outside the gradient graph):
-/// `param - grad * learning_rate`, value for value what Burn's `Sgd` computes. On the flex
-/// backend it is one pass, in place when the values are the parameter's own, and spread over
-/// the threads; elsewhere it is Burn's two tensor ops.
-pub(crate) fn sgd_update<const D: usize>(
-    param: Tensor<D>,
-    grad: Tensor<D>,
-    learning_rate: f64,
-) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if runs_flex_ops(&param.device(), &[param.dtype(), grad.dtype()]) {
-        return flex_ops::sgd_update(param, grad, learning_rate);
-    }
-    param - grad.mul_scalar(learning_rate)
-}
-
-/// Whether tensors of `dtypes` on `device` go through the hand-written ops of [`flex_ops`]:
-/// on the `flex` CPU backend, where they were measured, and `f32` throughout. (Without the
-/// `flex` feature it and the layers' guards that call it are only the tests' business.)
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-fn runs_flex_ops(device: &Device, dtypes: &[DType]) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        *device == Device::flex() && dtypes.iter().all(|&dtype| dtype == DType::F32)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (device, dtypes);
-        false
-    }
-}
-
-/// Comparisons of two layers' results, for the tests of both layers.
-#[cfg(test)]
-mod testing {
-    use burn::tensor::Tensor;
-
-    /// The largest absolute difference between `a` and `b`.
-    pub fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
-
-    /// The largest absolute value in `a`.
-    pub fn max_abs<const D: usize>(a: Tensor<D>) -> f32 {
-        a.abs().max().into_scalar()
-    }
-
-    /// `ours` has `theirs`'s shape and values, to 1e-5 of `theirs`'s largest value (or 1e-5).
-    pub fn assert_close<const D: usize>(ours: Tensor<D>, theirs: Tensor<D>) {
-        assert_eq!(ours.dims(), theirs.dims());
-        let scale = max_abs(theirs.clone()).max(1.0);
-        let difference = max_difference(ours, theirs);
-        assert!(
-            difference <= 1e-5 * scale,
-            "differ by {difference} (scale {scale})"
-        );
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{assert_close, max_difference};
     use super::*;
+    use crate::nn::testing::{assert_close, max_difference};
     use burn::tensor::Distribution;
 
     /// Both layers start from the same parameters: ours, and Burn's holding a copy of them.
@@ -321,7 +197,7 @@ mod tests {
                 let x = Tensor::<4>::random([5, c_in, side, side], Distribution::Default, &device);
                 let x = if tracked { x.require_grad() } else { x };
                 // The path is taken on flex only; elsewhere this compares Burn with Burn.
-                assert_eq!(ours.takes_fused_path(&x), cfg!(feature = "flex"));
+                assert_eq!(fused::takes_conv2d(&ours, &x), cfg!(feature = "fused"));
                 let out = side - k + 1;
                 let g = Tensor::<4>::random([5, c_out, out, out], Distribution::Default, &device);
                 let y_ours = ours.forward(x.clone());
@@ -352,28 +228,8 @@ mod tests {
         let (ours, theirs) = pair(&Conv2dConfig::new([2, 3], [3, 2]), &device);
         // [3, 2, 8, 7] as a permuted view: not contiguous.
         let x = Tensor::<4>::random([8, 2, 3, 7], Distribution::Default, &device).swap_dims(0, 2);
-        assert_eq!(ours.takes_fused_path(&x), cfg!(feature = "flex"));
+        assert_eq!(fused::takes_conv2d(&ours, &x), cfg!(feature = "fused"));
         assert_close(ours.forward(x.clone()), theirs.forward(x));
-    }
-
-    #[test]
-    fn sgd_update_leaves_shared_values_alone() {
-        let device = crate::device::cpu();
-        let param = Tensor::<2>::random([300, 200], Distribution::Default, &device);
-        let grad = Tensor::<2>::random([300, 200], Distribution::Default, &device);
-        let expected = param.clone() - grad.clone().mul_scalar(0.1);
-        let kept = param.clone(); // the update may not write into `kept`'s values
-        let updated = sgd_update(param, grad.clone(), 0.1);
-        assert_eq!(max_difference(updated, expected.clone()), 0.0);
-        assert!(max_difference(kept.clone(), expected.clone()) > 0.0);
-        // A strided parameter, and one whose values are its own.
-        let transposed = sgd_update(kept.clone().transpose(), grad.clone().transpose(), 0.1);
-        assert_eq!(
-            max_difference(transposed.transpose(), expected.clone()),
-            0.0
-        );
-        let own = Tensor::<2>::from_data(kept.into_data(), &device);
-        assert_eq!(max_difference(sgd_update(own, grad, 0.1), expected), 0.0);
     }
 
     #[test]

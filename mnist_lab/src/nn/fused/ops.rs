@@ -1,6 +1,6 @@
-//! Hand-written `flex` kernels for [`Linear`](super::Linear) and [`Conv2d`](super::Conv2d),
-//! as Burn backend extensions with their own backward steps (see [the `nn` docs](super)), and
-//! the SGD update that [`crate::train`] steps with.
+//! Hand-written `flex` kernels for [`Linear`](crate::nn::Linear) and
+//! [`Conv2d`](crate::nn::Conv2d), as Burn backend extensions with their own backward steps
+//! (see [the door's docs](super)), and the SGD update that [`super::sgd`] steps with.
 //!
 //! The arithmetic is gemm's (the matmul library of Burn's flex backend) and plain sums; the
 //! tests in `nn` compare both ops' outputs and gradients with Burn's layers.
