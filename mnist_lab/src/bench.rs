@@ -27,12 +27,13 @@
 use std::time::Instant;
 
 use burn::data::dataloader::DataLoader;
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
-use crate::models::{Classifier, ModelKind, ModelTask};
+use crate::models::{Classifier, LectureModel, ModelKind};
 use crate::nn::fused::{on_pool, sgd};
 use crate::train::{count_correct, loader, sgd_step};
 use crate::{Error, Result};
@@ -254,12 +255,9 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
     let mut models = Vec::with_capacity(config.models.len());
     for &kind in &config.models {
         crate::train::seed(device, config.seed);
-        let task = Measure {
-            data,
-            config,
-            device,
-        };
-        let mut result = kind.build(IMAGE_PIXELS, config.hidden_size, NUM_CLASSES, device, task)?;
+        let model = kind.init(IMAGE_PIXELS, config.hidden_size, NUM_CLASSES, device);
+        // On the CPU backend's thread pool, as `train::train` runs.
+        let mut result = on_pool(move || measure(model, data, config, device))?;
         result.train_percent_of_peak = config
             .peak_gflops
             .filter(|&p| p > 0.0)
@@ -316,34 +314,14 @@ impl<'a> Batches<'a> {
     }
 }
 
-/// Measures whichever model [`ModelKind::build`] makes, on the CPU backend's thread pool as
-/// `train::train` runs.
-struct Measure<'a> {
-    data: &'a Mnist,
-    config: &'a BenchConfig,
-    device: &'a Device,
-}
-
-impl ModelTask for Measure<'_> {
-    type Output = Result<ModelBench>;
-
-    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output {
-        let Measure {
-            data,
-            config,
-            device,
-        } = self;
-        on_pool(move || measure(model, kind, data, config, device))
-    }
-}
-
-fn measure<M: Classifier>(
-    model: M,
-    kind: ModelKind,
+/// Measures `model`'s training and evaluation speed.
+fn measure(
+    model: LectureModel,
     data: &Mnist,
     config: &BenchConfig,
     device: &Device,
 ) -> Result<ModelBench> {
+    let kind = model.kind();
     // Training, exactly as `train::train` steps.
     let train_device = device.clone().autodiff();
     let mut model = model.fork(&train_device).train();
@@ -357,7 +335,7 @@ fn measure<M: Classifier>(
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let mut optimizer = sgd();
     let mut step = 0usize;
-    let mut train_steps = |model: M, n: usize| -> Result<(M, usize)> {
+    let mut train_steps = |model: LectureModel, n: usize| -> Result<(LectureModel, usize)> {
         let mut model = model;
         let mut images = 0;
         for _ in 0..n {

@@ -13,7 +13,7 @@ use burn::tensor::Device;
 
 use crate::Result;
 use crate::data::Mnist;
-use crate::models::{Classifier, ModelKind, ModelTask};
+use crate::models::ModelKind;
 use crate::train::{self, TrainingConfig, TrainingReport, thousands};
 
 /// The lecture's runs, in its order: each model for 3 epochs, then conv2 for 10.
@@ -48,40 +48,8 @@ pub fn run_model_and_save(
 ) -> Result<TrainingReport> {
     config.validate()?;
     train::seed(device, config.seed);
-    let fit = Fit {
-        data,
-        config,
-        device,
-        save,
-    };
     let (h, c) = (config.hidden_size, config.num_classes);
-    kind.build(config.input_size, h, c, device, fit)
-}
-
-/// Trains and evaluates whichever model [`ModelKind::build`] makes.
-struct Fit<'a> {
-    data: &'a Mnist,
-    config: &'a TrainingConfig,
-    device: &'a Device,
-    save: Option<&'a Path>,
-}
-
-impl ModelTask for Fit<'_> {
-    type Output = Result<TrainingReport>;
-
-    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output {
-        fit(model, kind, self.data, self.config, self.device, self.save)
-    }
-}
-
-fn fit<M: Classifier>(
-    model: M,
-    kind: ModelKind,
-    data: &Mnist,
-    config: &TrainingConfig,
-    device: &Device,
-    save: Option<&Path>,
-) -> Result<TrainingReport> {
+    let model = kind.init(config.input_size, h, c, device);
     let (model, report) = train::train(model, data, config, device)?;
     let mut report = report.named(kind.name());
     report.set_accuracy(
@@ -89,7 +57,7 @@ fn fit<M: Classifier>(
         data.test.len(),
     );
     if let Some(path) = save {
-        crate::save::save(&model, path)?;
+        model.save(path)?;
     }
     Ok(report)
 }

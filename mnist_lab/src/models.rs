@@ -92,29 +92,38 @@ impl ModelKind {
         }
     }
 
-    /// Builds this model with freshly initialised weights on `device` and hands it to
-    /// `task`, whatever its concrete type (a closure cannot be generic, a trait can).
-    pub fn build<T: ModelTask>(
+    /// Creates this model with freshly initialised weights on `device`, as one
+    /// [`LectureModel`] whichever it is.
+    ///
+    /// ```
+    /// use mnist_lab::models::{Classifier, ModelKind};
+    /// use mnist_lab::prelude::Tensor;
+    ///
+    /// let device = mnist_lab::device::cpu();
+    /// let model = ModelKind::Conv.init(784, 600, 10, &device);
+    /// assert_eq!(model.kind(), ModelKind::Conv);
+    /// assert_eq!(model.forward(Tensor::zeros([2, 1, 28, 28], &device)).dims(), [2, 10]);
+    /// ```
+    pub fn init(
         self,
         input_size: usize,
         hidden_size: usize,
         num_classes: usize,
         device: &Device,
-        task: T,
-    ) -> T::Output {
+    ) -> LectureModel {
         let (h, c) = (hidden_size, num_classes);
         match self {
-            ModelKind::Fc => task.run(FcNetConfig::new(input_size, h, c).init(device), self),
+            ModelKind::Fc => LectureModel::Fc(FcNetConfig::new(input_size, h, c).init(device)),
             ModelKind::FcRelu => {
-                task.run(FcReluNetConfig::new(input_size, h, c).init(device), self)
+                LectureModel::FcRelu(FcReluNetConfig::new(input_size, h, c).init(device))
             }
-            ModelKind::Conv => task.run(ConvNetConfig::new(h, c).init(device), self),
-            ModelKind::Conv2 => task.run(Conv2NetConfig::new(h, c).init(device), self),
+            ModelKind::Conv => LectureModel::Conv(ConvNetConfig::new(h, c).init(device)),
+            ModelKind::Conv2 => LectureModel::Conv2(Conv2NetConfig::new(h, c).init(device)),
         }
     }
 
     /// Multiply-accumulates in one image's forward pass (for GFLOP/s figures), for the sizes
-    /// [`ModelKind::build`] takes: the sum over the layers of outputs x inputs per output,
+    /// [`ModelKind::init`] takes: the sum over the layers of outputs x inputs per output,
     /// from each model's config.
     ///
     /// ```
@@ -145,12 +154,71 @@ fn conv_macs(channels_in: usize, channels_out: usize, kernel: usize, side_out: u
     (channels_out * side_out * side_out * channels_in * kernel * kernel) as u64
 }
 
-/// Work done on a lecture model built by [`ModelKind::build`].
-pub trait ModelTask {
-    /// What the work returns.
-    type Output;
-    /// Does the work on `model`, which is of kind `kind`.
-    fn run<M: Classifier>(self, model: M, kind: ModelKind) -> Self::Output;
+/// One of the lecture's four models, whichever [`ModelKind`] names: the one type that the
+/// command line and the benchmark create ([`ModelKind::init`]), train, save and measure, where
+/// candle's MNIST example uses one `match`.
+///
+/// Each variant holds the model's own struct, so a saved file ([`LectureModel::save`]) is
+/// the struct's: a notebook's model of the same shape loads it.
+// The variants differ in size by a few parameter handles (the tensors are elsewhere), and a
+// run holds one model: boxing them would gain nothing (and Burn's derive takes no Box).
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum LectureModel {
+    /// Model 1.
+    Fc(FcNet),
+    /// Model 2.
+    FcRelu(FcReluNet),
+    /// Model 3.
+    Conv(ConvNet),
+    /// Model 4.
+    Conv2(Conv2Net),
+}
+
+impl LectureModel {
+    /// Which of the four it is.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            LectureModel::Fc(_) => ModelKind::Fc,
+            LectureModel::FcRelu(_) => ModelKind::FcRelu,
+            LectureModel::Conv(_) => ModelKind::Conv,
+            LectureModel::Conv2(_) => ModelKind::Conv2,
+        }
+    }
+
+    /// Saves the model's own struct to `path` ([`crate::save::save`]).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> crate::Result<()> {
+        match self {
+            LectureModel::Fc(model) => crate::save::save(model, path),
+            LectureModel::FcRelu(model) => crate::save::save(model, path),
+            LectureModel::Conv(model) => crate::save::save(model, path),
+            LectureModel::Conv2(model) => crate::save::save(model, path),
+        }
+    }
+
+    /// Loads the weights saved in `path` into this model ([`crate::save::load`]), which gives
+    /// the shapes they must have.
+    pub fn load(self, path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
+        use crate::save::load;
+        Ok(match self {
+            LectureModel::Fc(model) => LectureModel::Fc(load(model, path)?),
+            LectureModel::FcRelu(model) => LectureModel::FcRelu(load(model, path)?),
+            LectureModel::Conv(model) => LectureModel::Conv(load(model, path)?),
+            LectureModel::Conv2(model) => LectureModel::Conv2(load(model, path)?),
+        })
+    }
+}
+
+impl Classifier for LectureModel {
+    /// The variant's own forward pass.
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            LectureModel::Fc(model) => model.forward(images),
+            LectureModel::FcRelu(model) => model.forward(images),
+            LectureModel::Conv(model) => model.forward(images),
+            LectureModel::Conv2(model) => model.forward(images),
+        }
+    }
 }
 
 impl std::fmt::Display for ModelKind {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::module::{ModuleVisitor, Param};
 use mnist_lab::device::{self, device_label, draw_on_cpu, is_cpu, pick_device, seed};
-use mnist_lab::models::{ModelKind, ModelTask};
+use mnist_lab::models::ModelKind;
 use mnist_lab::prelude::*;
 
 /// Per-step losses of the same model trained on wgpu and on the CPU may differ by this much.
@@ -105,22 +105,11 @@ impl Classifier for StudentNet {
 /// Builds a model after `seed`, runs it once on a sample batch (which draws its weights, in
 /// the order the forward pass uses them, as `train`'s check and a notebook's untrained-loss
 /// cell do) and returns its values.
-struct StartingWeights<'a> {
-    device: &'a Device,
-}
-
-impl ModelTask for StartingWeights<'_> {
-    type Output = Vec<f32>;
-
-    fn run<M: Classifier>(self, model: M, _kind: ModelKind) -> Vec<f32> {
-        let _ = model.forward(Tensor::zeros([1, 1, 28, 28], self.device));
-        values(&model)
-    }
-}
-
 fn starting_weights(kind: ModelKind, device: &Device) -> Vec<f32> {
     seed(device, 7);
-    kind.build(784, 600, 10, device, StartingWeights { device })
+    let model = kind.init(784, 600, 10, device);
+    let _ = model.forward(Tensor::zeros([1, 1, 28, 28], device));
+    values(&model)
 }
 
 #[test]
@@ -176,29 +165,6 @@ fn every_model_starts_from_the_cpus_weights() {
     assert!(burn_layer(&cpu) == moved(&gpu));
 }
 
-/// What a few training steps gave: the per-step losses and the accuracy of the trained
-/// weights, evaluated on each of `evaluate_on`.
-struct Fit<'a> {
-    data: &'a Mnist,
-    config: &'a TrainingConfig,
-    device: &'a Device,
-    evaluate_on: &'a [Device],
-}
-
-impl ModelTask for Fit<'_> {
-    type Output = (Vec<f32>, Vec<f64>);
-
-    fn run<M: Classifier>(self, model: M, _kind: ModelKind) -> Self::Output {
-        let (model, report) = train(model, self.data, self.config, self.device).unwrap();
-        let accuracies = self
-            .evaluate_on
-            .iter()
-            .map(|device| evaluate(&model, self.data, self.config, device).unwrap())
-            .collect();
-        (report.losses, accuracies)
-    }
-}
-
 #[test]
 fn every_lecture_model_trains_on_wgpu_with_the_cpus_losses() {
     let Some(gpu) = wgpu() else { return };
@@ -212,15 +178,16 @@ fn every_lecture_model_trains_on_wgpu_with_the_cpus_losses() {
         .with_learning_rate(0.05)
         .with_max_steps(Some(STEPS))
         .with_seed(21);
+    // The per-step losses, and the accuracy of the trained weights on each of `evaluate_on`.
     let run = |kind: ModelKind, device: &Device, evaluate_on: &[Device]| {
         seed(device, config.seed);
-        let fit = Fit {
-            data: &data,
-            config: &config,
-            device,
-            evaluate_on,
-        };
-        kind.build(784, 600, 10, device, fit)
+        let model = kind.init(784, 600, 10, device);
+        let (model, report) = train(model, &data, &config, device).unwrap();
+        let accuracies: Vec<f64> = evaluate_on
+            .iter()
+            .map(|device| evaluate(&model, &data, &config, device).unwrap())
+            .collect();
+        (report.losses, accuracies)
     };
     for kind in ModelKind::ALL {
         // The CPU's trained weights, evaluated on the CPU and on wgpu.

@@ -25,7 +25,7 @@ use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::inspect::Interpretation;
 use mnist_lab::live::{self, Observer, Progress};
-use mnist_lab::models::{Classifier, ModelKind, ModelTask};
+use mnist_lab::models::ModelKind;
 use mnist_lab::output;
 use mnist_lab::plot::compare_chart;
 use mnist_lab::train::{TrainingConfig, TrainingReport};
@@ -465,19 +465,11 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     let data = Mnist::load_from(args.data.as_deref())?;
     let device = pick_device(args.device)?;
-    let task = LoadAndInterpret {
-        path: &args.load,
-        split: &data.test,
-        device: &device,
-    };
     let config = TrainingConfig::new().with_hidden_size(args.hidden_size);
-    let interpretation = args.model.build(
-        config.input_size,
-        config.hidden_size,
-        config.num_classes,
-        &device,
-        task,
-    )?;
+    let (h, c) = (config.hidden_size, config.num_classes);
+    let skeleton = args.model.init(config.input_size, h, c, &device);
+    let model = skeleton.load(&args.load)?;
+    let interpretation = Interpretation::new(&model, &data.test, &device)?;
     println!(
         "Accuracy of the network on the {} test images: {:.1} %",
         interpretation.len(),
@@ -507,20 +499,4 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         println!("Wrote {}", path.display());
     }
     Ok(())
-}
-
-/// Loads a saved model into a freshly built one of its kind, then interprets it on a split.
-struct LoadAndInterpret<'a> {
-    path: &'a Path,
-    split: &'a mnist_lab::data::Split,
-    device: &'a mnist_lab::device::Device,
-}
-
-impl ModelTask for LoadAndInterpret<'_> {
-    type Output = Result<Interpretation>;
-
-    fn run<M: Classifier>(self, skeleton: M, _kind: ModelKind) -> Self::Output {
-        let model = mnist_lab::save::load(skeleton, self.path)?;
-        Ok(Interpretation::new(&model, self.split, self.device)?)
-    }
 }
