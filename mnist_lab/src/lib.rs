@@ -13,7 +13,7 @@
 //!   mistakes), [save]d models, the layers of [nn], and the [live] display and [check]s
 //!   around them;
 //! - **the tools**: [cli] (the lecture's plan and tables, for the `mnist-lab` program) and
-//!   [bench] (images/s and GFLOP/s);
+//!   [bench](mod@bench) (images/s and GFLOP/s);
 //! - **the speed layer**, [`nn::fused`] (feature `fused`, on by default): hand-written CPU
 //!   ops for the layers and SGD, and the loops on the backend's thread pool. Without the
 //!   feature, everything runs on Burn's own layers and optimizer, with the same results.

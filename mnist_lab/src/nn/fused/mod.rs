@@ -26,11 +26,11 @@
 //! path for these small-channel shapes (a direct forward, a transposed convolution for the
 //! input gradient).
 //!
-//! **SGD.** [`sgd`] is the lecture's optimizer, `torch.optim.SGD(params, lr)`: it computes
+//! **SGD.** `sgd()` is the lecture's optimizer, `torch.optim.SGD(params, lr)`: it computes
 //! what Burn's `SgdConfig::new().init()` computes, value for value (`param - grad *
 //! learning_rate`), in one pass over each parameter, in place, spread over the threads.
 //!
-//! **The pool.** [`on_pool`] runs a training or evaluation loop on a thread of the backend's
+//! **The pool.** `on_pool` runs a training or evaluation loop on a thread of the backend's
 //! pool, so the ops it starts share their work with it.
 //!
 //! What each of these gains is measured in the project's `bench/README.md`
