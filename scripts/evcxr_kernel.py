@@ -28,6 +28,21 @@ to know the types of a cell's variables: about 40 CPU-seconds), so the student's
 takes seconds. The kernel shows as busy meanwhile; a cell run during the warm-up waits for it.
 MNIST_LAB_WARM_UP=0 turns the warm-up off.
 
+rust-analyzer's crates. rust-analyzer runs inside evcxr_jupyter and loads every crate that
+`cargo metadata` lists for the cell crate. Cargo lists more than it builds: an optional
+dependency named only in a weak feature (`dep?/feature`, which Burn uses for each of its
+backends) is in the lockfile and in `cargo metadata`, though never built. For mnist_lab that
+is 683 crates with 283 MB of sources (Burn's CUDA, ROCm, wgpu and LibTorch backends, its
+training dashboard, an SQL engine...), where Cargo builds 230 (89 MB), and rust-analyzer
+held 4.0 GB after the warm-up instead of 1.6 GB. So evcxr_jupyter runs with a Cargo home of
+its own, .lab/evcxr/cargo-home: the user's Cargo home through symbolic links, except
+`bin/cargo`, the `cargo` that rust-analyzer runs (evcxr builds with the toolchain's own). That
+one is this script (`--cargo`): for `cargo metadata` on a build slot's crate it drops the
+packages that `cargo tree` does not list (everything else goes to the real cargo untouched).
+Cargo rebuilds a registry crate when its source path changes, so every slot is built with this
+Cargo home (set-up builds slot-0 through a kernel too). Not on Windows (the link is a shell
+script), where rust-analyzer sees every crate.
+
 The proxy. Jupyter connects to this launcher, not to evcxr_jupyter: the launcher writes a
 connection file of its own for evcxr (new ports; the same key, so every message keeps its
 signature) and passes every message on, both ways, on all five channels. It changes three
@@ -63,6 +78,7 @@ to do.
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -106,6 +122,107 @@ def lock(path):
         handle.close()
         return None
     return handle
+
+
+def real_cargo_home():
+    """The user's Cargo home: CARGO_HOME, else ~/.cargo."""
+    return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo")
+
+
+def analyzer_cargo_home(root):
+    """Makes (or refreshes) root/cargo-home, the Cargo home evcxr_jupyter runs with (see
+    "rust-analyzer's crates" above), and returns it; None on Windows or without cargo."""
+    home = root / "cargo-home"
+    real = real_cargo_home()
+    if os.name == "nt" or real.resolve() == home.resolve():
+        return None
+    cargo = real / "bin" / "cargo"
+    if not cargo.exists():
+        found = shutil.which("cargo")
+        if not found:
+            return None
+        cargo = Path(found)
+    (home / "bin").mkdir(parents=True, exist_ok=True)
+    for name in ("registry", "git"):  # Cargo downloads into these: never into our copy
+        (real / name).mkdir(parents=True, exist_ok=True)
+    links = [(entry, home / entry.name) for entry in real.iterdir() if entry.name != "bin"]
+    if (real / "bin").is_dir():
+        links += [
+            (entry, home / "bin" / entry.name)
+            for entry in (real / "bin").iterdir()
+            if entry.name not in ("cargo", "cargo.exe")
+        ]
+    for target, link in links:
+        if not os.path.lexists(link):
+            try:
+                link.symlink_to(target)
+            except FileExistsError:  # another kernel starting at the same time
+                pass
+    shim = home / "bin" / "cargo"
+    text = (
+        "#!/bin/sh\n# Written by scripts/evcxr_kernel.py: the cargo that rust-analyzer runs.\n"
+        f"MNIST_LAB_REAL_CARGO={shlex.quote(str(cargo))} MNIST_LAB_EVCXR_DIR="
+        f"{shlex.quote(str(root.resolve()))} exec {shlex.quote(sys.executable)} "
+        f"{shlex.quote(str(Path(__file__).resolve()))} --cargo \"$@\"\n"
+    )
+    if not shim.exists() or shim.read_text() != text:
+        fresh = shim.with_name(f"cargo.{os.getpid()}")
+        fresh.write_text(text)
+        fresh.chmod(0o755)
+        os.replace(fresh, shim)
+    return home
+
+
+def cargo_for_analyzer(args):
+    """`evcxr_kernel.py --cargo ARGS`: runs `cargo ARGS` with the real cargo; for `cargo
+    metadata` on a crate in a build slot, prints its output without the packages that Cargo
+    does not build (that `cargo tree` does not list). On any doubt, the output as it came."""
+    cargo = os.environ["MNIST_LAB_REAL_CARGO"]
+    manifest = args[args.index("--manifest-path") + 1] if "--manifest-path" in args else "."
+    slots = Path(os.environ.get("MNIST_LAB_EVCXR_DIR", "/nonexistent"))
+    if (
+        args[:1] != ["metadata"]
+        or "--no-deps" in args
+        or slots not in Path(os.path.abspath(manifest)).parents
+    ):
+        os.execv(cargo, [cargo, *args])
+    metadata = subprocess.run([cargo, *args], stdout=subprocess.PIPE)
+    if metadata.returncode != 0:
+        return metadata.returncode
+    tree = [cargo, "tree", "--edges", "normal,build,dev", "--prefix", "none", "--format", "{p}"]
+    valued = {"--manifest-path": "--manifest-path", "--features": "--features",
+              "--config": "--config", "--lockfile-path": "--lockfile-path",
+              "--filter-platform": "--target", "-Z": "-Z"}
+    flags = ("--all-features", "--no-default-features", "--offline", "--locked", "--frozen")
+    at = 1
+    while at < len(args):
+        if args[at] in valued and at + 1 < len(args):
+            tree += [valued[args[at]], args[at + 1]]
+            at += 1
+        elif args[at] in flags or args[at].startswith("-Z"):
+            tree.append(args[at])
+        at += 1
+    listed = subprocess.run(tree, capture_output=True, text=True)
+    try:
+        data = json.loads(metadata.stdout)
+        built = {tuple(line.split()[:2]) for line in listed.stdout.splitlines()}
+        members = set(data["workspace_members"])
+        keep = {
+            p["id"] for p in data["packages"]
+            if (p["name"], "v" + p["version"]) in built or p["id"] in members
+        }
+        if listed.returncode != 0 or not data.get("resolve") or len(keep) <= len(members):
+            raise ValueError("nothing to go by")
+        data["packages"] = [p for p in data["packages"] if p["id"] in keep]
+        nodes = [n for n in data["resolve"]["nodes"] if n["id"] in keep]
+        for node in nodes:
+            node["deps"] = [d for d in node["deps"] if d["pkg"] in keep]
+            node["dependencies"] = [d for d in node["dependencies"] if d in keep]
+        data["resolve"]["nodes"] = nodes
+        sys.stdout.write(json.dumps(data))
+    except (ValueError, KeyError, TypeError):
+        sys.stdout.buffer.write(metadata.stdout)
+    return 0
 
 
 def notebook_project(default):
@@ -490,6 +607,9 @@ def serve(slot, project, evcxr, connection_file):
 
     env = dict(os.environ)
     env["EVCXR_TMPDIR"] = str(slot / "kernel")
+    cargo_home = analyzer_cargo_home(slot.parent)
+    if cargo_home:
+        env["CARGO_HOME"] = str(cargo_home)
     env["MNIST_LAB_STOP_FILE"] = str(stop_file)
     env["MNIST_LAB_LIVE"] = "1"
     kernel = subprocess.Popen([evcxr, "--control_file", str(own)], env=env)
@@ -528,6 +648,8 @@ def serve(slot, project, evcxr, connection_file):
 
 
 def main():
+    if sys.argv[1:2] == ["--cargo"]:
+        sys.exit(cargo_for_analyzer(sys.argv[2:]))
     if len(sys.argv) != 2:
         sys.exit("usage: evcxr_kernel.py CONNECTION_FILE")
     root = Path(os.environ["MNIST_LAB_EVCXR_DIR"])

@@ -337,6 +337,63 @@ def test_pin_follows_the_notebook(kernel, report):
                f"the slot's pin: {written!r}")
 
 
+def test_analyzer_sees_what_cargo_builds(kernel, report):
+    """The `cargo metadata` that rust-analyzer gets through the launcher's Cargo home
+    (`evcxr_kernel.py --cargo`) lists only the packages Cargo builds: an optional dependency
+    named only in a weak feature (`log?/std`, as Burn names its backends) is left out for a
+    crate in a build slot, and kept, as Cargo lists it, elsewhere. The kernel's
+    evcxr_jupyter runs with that Cargo home."""
+    import subprocess
+
+    if os.name == "nt":
+        report("skipped: the launcher's Cargo home is for Linux and macOS")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        crates = {
+            "a": '[dependencies]\nlog = { version = "0.4", optional = true, '
+                 'default-features = false }\n[features]\ndefault = ["std"]\nstd = ["log?/std"]\n',
+            "b": '[dependencies]\na = { path = "../a" }\n',
+        }
+        for name, rest in crates.items():
+            (folder / "slot-0" / name / "src").mkdir(parents=True)
+            (folder / "slot-0" / name / "src" / "lib.rs").write_text("")
+            (folder / "slot-0" / name / "Cargo.toml").write_text(
+                f'[package]\nname = "{name}"\nversion = "0.1.0"\nedition = "2021"\n{rest}'
+            )
+        manifest = folder / "slot-0" / "b" / "Cargo.toml"
+
+        def listed(evcxr_dir):
+            env = dict(os.environ, MNIST_LAB_REAL_CARGO=shutil.which("cargo"),
+                       MNIST_LAB_EVCXR_DIR=str(evcxr_dir))
+            out = subprocess.run(
+                [sys.executable, str(ROOT / "scripts" / "evcxr_kernel.py"), "--cargo", "metadata",
+                 "--format-version", "1", "--manifest-path", str(manifest), "--offline"],
+                env=env, capture_output=True, text=True, timeout=300,
+            )
+            expect(out.returncode == 0, f"cargo metadata through the shim failed: {out.stderr}")
+            return sorted(p["name"] for p in json.loads(out.stdout)["packages"])
+
+        expect(listed(folder / "elsewhere") == ["a", "b", "log"],
+               f"Cargo's own listing: {listed(folder / 'elsewhere')}")
+        expect(listed(folder) == ["a", "b"], f"a build slot's listing: {listed(folder)}")
+    if Path("/proc").is_dir():
+        launcher = kernel.manager.provisioner.pid
+        homes = []
+        for process in Path("/proc").iterdir():
+            try:
+                parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == launcher:  # evcxr_jupyter
+                    environ = (process / "environ").read_bytes().decode(errors="replace")
+                    homes += [v[len("CARGO_HOME="):] for v in environ.split("\0")
+                              if v.startswith("CARGO_HOME=")]
+            except (OSError, ValueError, IndexError):
+                continue
+        home = str(ROOT / ".lab" / "evcxr" / "cargo-home")
+        expect(home in homes, f"evcxr_jupyter's CARGO_HOME: {homes}")
+        report(f"evcxr_jupyter runs with CARGO_HOME={home}")
+
+
 def test_shutdown(kernel, report):
     """A shutdown_request ends evcxr_jupyter, and with it the launcher, quickly."""
     slot = getattr(kernel, "slot", None)  # known once test_round_trip ran
@@ -359,6 +416,7 @@ TESTS = [
     test_interrupt_plain_loop,
     test_pin_follows_the_notebook,
     test_other_copy_message,
+    test_analyzer_sees_what_cargo_builds,
     test_shutdown,
 ]
 
