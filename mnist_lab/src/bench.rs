@@ -28,14 +28,13 @@ use std::time::Instant;
 
 use burn::data::dataloader::DataLoader;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
-use crate::models::{Classifier, LectureModel, ModelKind};
-use crate::nn::fused::{on_pool, sgd};
-use crate::train::{count_correct, loader, sgd_step};
+use crate::models::{LectureModel, ModelKind};
+use crate::nn::fused::on_pool;
+use crate::train::{Trainer, count_correct_in, loader};
 use crate::{Error, Result};
 
 /// What to measure, and how long.
@@ -314,6 +313,15 @@ impl<'a> Batches<'a> {
     }
 }
 
+impl Iterator for Batches<'_> {
+    type Item = Result<MnistBatch>;
+
+    /// Never `None`: after the last batch of an epoch comes the first of the next.
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_batch())
+    }
+}
+
 /// Measures `model`'s training and evaluation speed.
 fn measure(
     model: LectureModel,
@@ -322,61 +330,41 @@ fn measure(
     device: &Device,
 ) -> Result<ModelBench> {
     let kind = model.kind();
-    // Training, exactly as `train::train` steps.
-    let train_device = device.clone().autodiff();
-    let mut model = model.fork(&train_device).train();
+    // Training, through `train::train`'s loop.
+    let mut trainer = Trainer::new(model, device, config.learning_rate);
     let train_loader = loader(
         &data.train,
         config.batch_size,
         Some(config.seed),
-        &train_device,
+        &trainer.device,
     );
     let mut batches = Batches::new(train_loader.as_ref());
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let mut optimizer = sgd();
-    let mut step = 0usize;
-    let mut train_steps = |model: LectureModel, n: usize| -> Result<(LectureModel, usize)> {
-        let mut model = model;
+    let mut train_steps = |trainer: &mut Trainer<LectureModel>, n: usize| -> Result<usize> {
         let mut images = 0;
-        for _ in 0..n {
-            let batch = batches.next_batch()?;
-            images += batch.targets.dims()[0];
-            let value;
-            (model, value) = sgd_step(model, &mut optimizer, &loss_fn, batch, config.learning_rate);
-            step += 1;
-            if !value.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    epoch: batches.epoch,
-                    loss: value,
-                    learning_rate: config.learning_rate,
-                });
-            }
+        let outcome = trainer.run(batches.by_ref().take(n), |_, count| {
+            images += count;
+            true
+        })?;
+        match outcome {
+            Some(loss) => Err(trainer.diverged(loss, batches.epoch)),
+            None => Ok(images),
         }
-        Ok((model, images))
     };
-    (model, _) = train_steps(model, config.warmup_steps)?;
+    train_steps(&mut trainer, config.warmup_steps)?;
     let steps = config.steps_for(kind);
     let mut train_runs = Vec::with_capacity(config.runs);
     for _ in 0..config.runs {
         let started = Instant::now();
-        let images;
-        (model, images) = train_steps(model, steps)?;
+        let images = train_steps(&mut trainer, steps)?;
         train_runs.push(images as f64 / started.elapsed().as_secs_f64().max(1e-9));
     }
 
-    // Evaluation, as `train::evaluate` does it.
-    let model = model.valid().fork(device);
+    // Evaluation, through `train::evaluate`'s loop.
+    let model = trainer.into_model().valid().fork(device);
     let test_loader = loader(&data.test, config.batch_size, None, device);
     let mut batches = Batches::new(test_loader.as_ref());
-    let mut correct = 0i64;
     let mut eval_steps = |n: usize| -> Result<usize> {
-        let mut images = 0;
-        for _ in 0..n {
-            let batch = batches.next_batch()?;
-            images += batch.targets.dims()[0];
-            correct += count_correct(model.forward(batch.images), batch.targets);
-        }
+        let (_, images) = count_correct_in(&model, batches.by_ref().take(n), |_| true)?;
         Ok(images)
     };
     eval_steps(config.warmup_steps.div_ceil(2).max(1))?;

@@ -411,16 +411,13 @@ fn train_loop<M: Classifier>(
     device: &Device,
     stop: &StopSignal,
 ) -> Result<(M, TrainingReport)> {
-    let train_device = device.clone().autodiff();
-    let mut model = model.fork(&train_device).train();
+    let mut trainer = Trainer::new(model, device, config.learning_rate);
     let loader = loader(
         &data.train,
         config.batch_size,
         Some(config.seed),
-        &train_device,
+        &trainer.device,
     );
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let mut optimizer = sgd();
 
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.num_epochs;
@@ -454,33 +451,19 @@ fn train_loop<M: Classifier>(
         let started = Instant::now();
         let (mut epoch_images, mut epoch_loss) = (0usize, 0.0f64);
         let first_step = report.steps;
-        for (i, batch) in loader.iter().enumerate() {
-            let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a training batch", e))?;
-            let n = batch.targets.dims()[0];
-            let value;
-            (model, value) = sgd_step(model, &mut optimizer, &loss_fn, batch, config.learning_rate);
+        let batches = loader
+            .iter()
+            .map(|batch| batch.map_err(|e| Error::data_loader("a training batch", e)));
+        let outcome = trainer.run(batches, |value, n| {
             report.steps += 1;
-            if !value.is_finite() {
-                watch.finish(
-                    last.take(),
-                    &format!("Stopped at step {}: the loss became {value}", report.steps),
-                );
-                return Err(Error::Diverged {
-                    step: report.steps,
-                    epoch,
-                    loss: value,
-                    learning_rate: config.learning_rate,
-                });
-            }
-
             report.losses.push(value);
             epoch_loss += value as f64;
             epoch_images += n;
-            if (i + 1) % log_every == 0 {
+            let i = report.steps - first_step;
+            if i.is_multiple_of(log_every) {
                 watch.line(&format!(
-                    "Epoch [{epoch}/{}], Step [{}/{steps_per_epoch}], Loss: {value:.4}",
+                    "Epoch [{epoch}/{}], Step [{i}/{steps_per_epoch}], Loss: {value:.4}",
                     config.num_epochs,
-                    i + 1
                 ));
             }
             if watch.is_watched() {
@@ -499,11 +482,16 @@ fn train_loop<M: Classifier>(
             }
             if stop.requested() {
                 report.stopped_at = Some(report.steps);
-                break;
+                return false;
             }
-            if report.steps >= step_limit {
-                break;
-            }
+            report.steps < step_limit
+        })?;
+        if let Some(loss) = outcome {
+            watch.finish(
+                last.take(),
+                &format!("Stopped at step {}: the loss became {loss}", trainer.steps),
+            );
+            return Err(trainer.diverged(loss, epoch));
         }
         let seconds = started.elapsed().as_secs_f64();
         let rate = epoch_images as f64 / seconds.max(1e-9);
@@ -539,7 +527,7 @@ fn train_loop<M: Classifier>(
         ),
     };
     watch.finish(last, &summary);
-    Ok((model, report))
+    Ok((trainer.into_model(), report))
 }
 
 /// Batches of `split` on `device`, reshuffled each pass when `shuffle` holds a seed.
@@ -560,11 +548,95 @@ pub(crate) fn loader(
     .build(split.clone())
 }
 
+/// The lecture's training, for [`train`] and the benchmark alike: the model on the autodiff
+/// device, its optimizer and loss, the steps taken, and the one training loop ([`Trainer::run`]).
+pub(crate) struct Trainer<M> {
+    /// The model being trained (`None` only while a step holds it).
+    model: Option<M>,
+    optimizer: ModuleOptimizer,
+    loss_fn: CrossEntropyLoss,
+    learning_rate: f64,
+    /// The autodiff device the model trains on; its batches go there.
+    pub(crate) device: Device,
+    /// Steps taken, the one that diverged included.
+    pub(crate) steps: usize,
+}
+
+impl<M: Classifier> Trainer<M> {
+    /// `model` moved to the autodiff twin of `device` in training mode, with the lecture's loss
+    /// (cross-entropy) and optimizer ([`crate::nn::fused::sgd`]).
+    pub(crate) fn new(model: M, device: &Device, learning_rate: f64) -> Self {
+        let device = device.clone().autodiff();
+        Trainer {
+            model: Some(model.fork(&device).train()),
+            optimizer: sgd(),
+            loss_fn: CrossEntropyLossConfig::new().init(&device),
+            learning_rate,
+            device,
+            steps: 0,
+        }
+    }
+
+    /// The training loop: one SGD step ([`sgd_step`]) on each batch of `batches` in turn,
+    /// until they run out or `after_step(loss, images)` returns `false`.
+    ///
+    /// Returns `Some(loss)` when a step's loss was not finite (that step's update is not
+    /// made, and `after_step` does not see it): the caller reports it with
+    /// [`Trainer::diverged`].
+    pub(crate) fn run(
+        &mut self,
+        batches: impl Iterator<Item = Result<MnistBatch>>,
+        mut after_step: impl FnMut(f32, usize) -> bool,
+    ) -> Result<Option<f32>> {
+        for batch in batches {
+            let batch = batch?;
+            let images = batch.targets.dims()[0];
+            let model = self
+                .model
+                .take()
+                .expect("the trainer holds its model between steps");
+            let (model, loss) = sgd_step(
+                model,
+                &mut self.optimizer,
+                &self.loss_fn,
+                batch,
+                self.learning_rate,
+            );
+            self.model = Some(model);
+            self.steps += 1;
+            if !loss.is_finite() {
+                return Ok(Some(loss));
+            }
+            if !after_step(loss, images) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The error for a loss that [`Trainer::run`] found not finite, at the last step, in
+    /// `epoch`.
+    pub(crate) fn diverged(&self, loss: f32, epoch: usize) -> Error {
+        Error::Diverged {
+            step: self.steps,
+            epoch,
+            loss,
+            learning_rate: self.learning_rate,
+        }
+    }
+
+    /// The trained model.
+    pub(crate) fn into_model(self) -> M {
+        self.model
+            .expect("the trainer holds its model between steps")
+    }
+}
+
 /// One step of plain SGD on `batch`: forward, cross-entropy loss, backward, update.
 ///
 /// Returns the updated model and the batch's loss. A loss that is not finite is returned
 /// with the model untouched (no backward pass, no update), for the caller to report.
-/// [`train`] and the benchmark ([`crate::bench`]) both train through this function.
+/// [`Trainer::run`] takes every step of the crate through this function.
 pub(crate) fn sgd_step<M: Classifier>(
     model: M,
     optimizer: &mut ModuleOptimizer,
@@ -608,25 +680,46 @@ fn evaluate_loop<M: Classifier>(
     stop: &StopSignal,
 ) -> Result<(f64, usize)> {
     let loader = loader(&data.test, config.batch_size, None, device);
-    let (mut correct, mut total) = (0i64, 0usize);
-    for batch in loader.iter() {
-        let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a test batch", e))?;
-        total += batch.targets.dims()[0];
-        correct += count_correct(model.forward(batch.images), batch.targets);
-        if stop.requested() {
+    let batches = loader
+        .iter()
+        .map(|batch| batch.map_err(|e| Error::data_loader("a test batch", e)));
+    let (correct, total) = count_correct_in(model, batches, |total| {
+        let stop = stop.requested();
+        if stop {
             println!(
                 "Stopped after {total} of the {} test images: the accuracy below is on those",
                 data.test.len()
             );
-            break;
         }
-    }
+        !stop
+    })?;
     let accuracy = 100.0 * correct as f64 / total.max(1) as f64;
     println!("Accuracy of the network on the {total} test images: {accuracy:.1} %");
     Ok((accuracy, total))
 }
 
-pub(crate) fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
+/// The evaluation loop, for [`evaluate`] and the benchmark alike: `model`'s right answers on
+/// each batch of `batches` in turn, until they run out or `after_batch(images so far)` returns
+/// `false`. Returns the right answers and the images counted.
+pub(crate) fn count_correct_in<M: Classifier>(
+    model: &M,
+    batches: impl Iterator<Item = Result<MnistBatch>>,
+    mut after_batch: impl FnMut(usize) -> bool,
+) -> Result<(i64, usize)> {
+    let (mut correct, mut total) = (0i64, 0usize);
+    for batch in batches {
+        let batch = batch?;
+        total += batch.targets.dims()[0];
+        correct += count_correct(model.forward(batch.images), batch.targets);
+        if !after_batch(total) {
+            break;
+        }
+    }
+    Ok((correct, total))
+}
+
+/// The right answers among `logits`, the scores of a batch whose digits are `targets`.
+fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
     let predicted = logits.argmax(1).flatten::<1>(0, 1);
     predicted.equal(targets).int().sum().into_scalar()
 }
