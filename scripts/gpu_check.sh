@@ -11,11 +11,13 @@
 #   5. one table: GPU images/s of Rust and PyTorch, their ratio, and the lecture's test
 #      accuracies on the GPU next to the CPU's. It is also written to OUT/gpu_check.md.
 #
-# Usage: scripts/gpu_check.sh [--quick] [--data DIR] [--out DIR]
+# Usage: scripts/gpu_check.sh [--quick] [--data DIR] [--out DIR] [--bin FILE]
 #   --quick     a smoke run (bench --quick, the lecture cut to 20 steps a run): checks the
 #               script and the plumbing, e.g. on lavapipe; its figures mean nothing
 #   --data DIR  MNIST folder [default: MNIST_LAB_DATA, else ../shared/data/mnist-mini]
 #   --out DIR   where the reports go [default: gpu-check-out]
+#   --bin FILE  a `mnist-lab` built elsewhere with `--features wgpu` (release), for a GPU
+#               machine without Rust: step 1 is skipped
 #
 # Nothing is made up: a step that cannot run (no CUDA, no PyTorch) says why, and its
 # columns read "n/a".
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
+PREBUILT=""
 DATA="${MNIST_LAB_DATA:-}"
 OUT=gpu-check-out
 while [ $# -gt 0 ]; do
@@ -30,7 +33,8 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --data) DATA="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --bin) PREBUILT="$2"; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -48,9 +52,14 @@ START=$(date +%s)
 say() { printf '\n== %s (%ds)\n' "$1" $(($(date +%s) - START)); }
 
 # 1. Build. One binary holds every backend built (flex for the CPU column too).
+BIN="$OUT/mnist-lab-gpu"
 FEATURES=wgpu
 CUDA_NOTE=""
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+if [ -n "$PREBUILT" ]; then
+  say "using the prebuilt $PREBUILT (wgpu)"
+  cp "$PREBUILT" "$BIN"
+  CUDA_NOTE="not built: this machine has no Rust, and the cuda build downloads an LLVM bundle"
+elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   say "building mnist-lab with --features wgpu,cuda (log: $OUT/build-cuda.log)"
   if cargo build --release -p mnist_lab --bin mnist-lab --features wgpu,cuda \
       >"$OUT/build-cuda.log" 2>&1; then
@@ -62,14 +71,15 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
 else
   CUDA_NOTE="no NVIDIA driver (nvidia-smi) here"
 fi
-if [ "$FEATURES" = wgpu ]; then
-  say "building mnist-lab with --features wgpu (log: $OUT/build-wgpu.log)"
-  cargo build --release -p mnist_lab --bin mnist-lab --features wgpu >"$OUT/build-wgpu.log" 2>&1 \
-    || { tail -n 30 "$OUT/build-wgpu.log"; exit 1; }
+if [ -z "$PREBUILT" ]; then
+  if [ "$FEATURES" = wgpu ]; then
+    say "building mnist-lab with --features wgpu (log: $OUT/build-wgpu.log)"
+    cargo build --release -p mnist_lab --bin mnist-lab --features wgpu >"$OUT/build-wgpu.log" 2>&1 \
+      || { tail -n 30 "$OUT/build-wgpu.log"; exit 1; }
+  fi
+  # A copy, so that a later plain build does not replace the binary under us.
+  cp target/release/mnist-lab "$BIN"
 fi
-# A copy, so that a later plain build does not replace the binary under us.
-BIN="$OUT/mnist-lab-gpu"
-cp target/release/mnist-lab "$BIN"
 
 DEVICES=()
 [[ "$FEATURES" == *cuda* ]] && DEVICES+=(cuda)
