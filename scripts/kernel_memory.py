@@ -1,6 +1,7 @@
 """Measures the memory of a notebook kernel: the lecture notebook run several times in one kernel.
 
     .venv/bin/python scripts/kernel_memory.py [--runs 3] [--max-steps N] [--notebook PATH]
+                                              [--speed ROUNDS]
 
 Starts the project's kernel (as `cargo xtask notebooks` does: JUPYTER_PATH=.lab/jupyter, so
 run `cargo xtask setup` first), executes every code cell of the notebook `--runs` times in that
@@ -18,6 +19,7 @@ Without --max-steps every training run is in full, as a student runs it.
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -95,12 +97,51 @@ def processes(launcher):
 
 
 def execute(client, code, timeout):
+    """Runs `code`; returns its status and its text output (stdout, and any error)."""
     msg_id = client.execute(code, store_history=False)
     deadline = time.monotonic() + timeout
     while True:
         reply = client.get_shell_msg(timeout=max(1, deadline - time.monotonic()))
         if reply["parent_header"].get("msg_id") == msg_id:
-            return reply["content"]["status"]
+            break
+    text = []
+    while True:  # the cell's outputs, up to its idle status
+        msg = client.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            text.append(content["text"])
+        elif msg["msg_type"] == "error":
+            text.append(f"{content['ename']}: {content['evalue']}")
+        elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
+            break
+    return reply["content"]["status"], "".join(text)
+
+
+# The speed check (--speed): in the kernel that ran the lecture, trains fc and conv2 for a few
+# steps with MNIST_LAB_RELEASE_MEMORY on and off in turn. Each round trains once (its end
+# releases memory, or not) and then times a second run, which starts after that release.
+SPEED_CELL = """
+for (name, steps) in [("fc", 300usize), ("conv2", 40)] {
+    for round in 0..ROUNDS {
+        let on = if round % 2 == 0 { "1" } else { "0" };
+        unsafe { std::env::set_var("MNIST_LAB_RELEASE_MEMORY", on) };
+        let short = config.clone().with_max_steps(Some(steps));
+        let rate = if name == "fc" {
+            let fresh = || FcNet::new(784, config.hidden_size, 10, &device);
+            train(fresh(), &data, &short, &device)?;
+            train(fresh(), &data, &short, &device)?.1.images_per_second
+        } else {
+            let fresh = || Conv2Net::new(config.hidden_size, 10, &device);
+            train(fresh(), &data, &short, &device)?;
+            train(fresh(), &data, &short, &device)?.1.images_per_second
+        };
+        println!("SPEED {name} {on} {rate:.0}");
+    }
+}
+unsafe { std::env::remove_var("MNIST_LAB_RELEASE_MEMORY") };
+"""
 
 
 def main():
@@ -112,6 +153,10 @@ def main():
         lecture = ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb"
     parser.add_argument("--notebook", default=str(lecture))
     parser.add_argument("--cell-timeout", type=int, default=1800)
+    parser.add_argument(
+        "--speed", type=int, metavar="ROUNDS",
+        help="then time training with MNIST_LAB_RELEASE_MEMORY on and off in turn, ROUNDS rounds",
+    )
     args = parser.parse_args()
 
     os.environ["JUPYTER_PATH"] = str(ROOT / ".lab" / "jupyter")
@@ -145,10 +190,29 @@ def main():
         report("start, warm")
         for run in range(1, args.runs + 1):
             started = time.monotonic()
-            failed = [i for i, code in enumerate(cells) if execute(client, code, args.cell_timeout) != "ok"]
+            failed = []
+            for i, code in enumerate(cells):
+                status, text = execute(client, code, args.cell_timeout)
+                if status != "ok":
+                    failed.append(f"cell {i}: {text.strip()[-300:]}")
             report(f"run {run} ({time.monotonic() - started:.0f} s)")
-            if failed:
-                print(f"  cells that did not end ok: {failed}", flush=True)
+            for line in failed:
+                print(f"  did not end ok: {line}", flush=True)
+        if args.speed:
+            status, text = execute(client, SPEED_CELL.replace("ROUNDS", str(args.speed)),
+                                   args.cell_timeout)
+            rates = {}
+            for line in text.splitlines():
+                if line.startswith("SPEED "):
+                    _, model, on, rate = line.split()
+                    rates.setdefault((model, on), []).append(float(rate))
+            for (model, on), values in sorted(rates.items()):
+                print(f"{model:<6} release {'on ' if on == '1' else 'off'}: median "
+                      f"{statistics.median(values):,.0f} images/s "
+                      f"({', '.join(f'{v:,.0f}' for v in values)})", flush=True)
+            if status != "ok":
+                print(f"  the speed check did not end ok: {text.strip()[-300:]}", flush=True)
+            report("speed check")
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
