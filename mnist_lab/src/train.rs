@@ -231,8 +231,8 @@ pub fn seed(device: &Device, seed: u64) {
 /// heap (no `mmap`, no trimming) makes training 1.3x (conv2) to 1.7x (fc) faster on the
 /// lecture's 2-core machine. The price: memory freed after a run stays with the process
 /// until it exits, or until [`release_memory`], which `train`, `evaluate` and
-/// [`Interpretation::new`](crate::inspect::Interpretation::new) call when they end in the
-/// project's notebook kernel.
+/// [`Interpretation::new`](crate::inspect::Interpretation::new) call when they end (it gives
+/// memory back only when asked to, through [`RELEASE_MEMORY_VAR`]).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -252,12 +252,16 @@ pub fn tune_allocator() {
 }
 
 /// The environment variable that says whether [`release_memory`] gives memory back: `1`
-/// always, `0` never; unset, only in the project's notebook kernel ([`crate::live::enabled`]).
+/// does; unset or anything else, it does not.
+///
+/// Off by default: measured in the notebook kernel, giving memory back did not stop the cells'
+/// process from growing over three lecture runs, and the next run pays the page faults for
+/// what it takes back (see the README's set-up section).
 pub const RELEASE_MEMORY_VAR: &str = "MNIST_LAB_RELEASE_MEMORY";
 
 /// Gives the memory that [`tune_allocator`] keeps, the freed blocks, back to the operating
-/// system (glibc's `malloc_trim`; elsewhere it does nothing), in the project's notebook kernel
-/// or as [`RELEASE_MEMORY_VAR`] says.
+/// system (glibc's `malloc_trim`; elsewhere it does nothing), when [`RELEASE_MEMORY_VAR`] is
+/// `1`.
 ///
 /// A command-line run ends its process soon after training, but a notebook kernel lives on:
 /// without this, the process that runs the cells keeps the peak of its largest run (conv2's
@@ -271,12 +275,7 @@ pub const RELEASE_MEMORY_VAR: &str = "MNIST_LAB_RELEASE_MEMORY";
 pub fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let wanted = match std::env::var(RELEASE_MEMORY_VAR).as_deref() {
-            Ok("1") => true,
-            Ok("0") => false,
-            _ => crate::live::enabled(),
-        };
-        if wanted {
+        if std::env::var(RELEASE_MEMORY_VAR).as_deref() == Ok("1") {
             // SAFETY: malloc_trim only returns free memory; it is thread-safe in glibc.
             unsafe {
                 libc::malloc_trim(0);
