@@ -368,3 +368,30 @@ fn train_checks_the_save_path_before_training() {
         "trained before checking"
     );
 }
+
+/// `mnist-lab train | head -1`: the reader goes away early. The program ends as other
+/// command-line tools do, on SIGPIPE, with no panic message (and no abort).
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_program_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let data = data_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
+        .args(["train", "--model", "fc", "--epochs", "50"])
+        .args(["--hidden-size", "32", "--device", "cpu"])
+        .args(["--data", path(data.path())])
+        .env_remove("MNIST_LAB_DEVICE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader closes its end before the program's first line.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    let status = output.status;
+    assert_eq!(status.signal(), Some(13), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -169,6 +169,7 @@ fn device_choice() -> impl TypedValueParser<Value = DeviceChoice> {
 }
 
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_pipe();
     mnist_lab::check::install_panic_hook();
     stop_on_ctrl_c();
     if std::io::stdout().is_terminal() {
@@ -179,6 +180,25 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mnist-lab train | head` closes the pipe early: end as other command-line tools do, at
+/// once and without a message, rather than panic at the next line printed (and abort when
+/// the panic's own message cannot be printed either). Rust programs ignore SIGPIPE unless
+/// told otherwise; this restores the system's default.
+fn exit_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    {
+        unsafe extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        const SIGPIPE: i32 = 13; // the same number on Linux and macOS
+        const SIG_DFL: usize = 0;
+        // SAFETY: called first thing in main, before any thread starts; restores a default.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
         }
     }
 }
