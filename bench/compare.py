@@ -9,7 +9,7 @@ of the per-round ratios. Prints a Markdown table and writes every number to a JS
 
 Usage (see bench/README.md):
 
-    bench/.venv/bin/python bench/compare.py --data /work/shared/data/mnist-mini --peak-gflops 520
+    bench/.venv/bin/python bench/compare.py --data ../shared/data/mnist-mini --peak-gflops 520
     bench/.venv/bin/python bench/compare.py --quick          # smoke: a few steps per model
 
 Needs only the Python standard library itself; PyTorch must be installed in the
@@ -64,7 +64,7 @@ def pick_data(arg, out_dir):
         return arg
     for candidate in (
         os.environ.get("MNIST_LAB_DATA"),
-        "/work/shared/data/mnist-mini",
+        os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist-mini"),
         os.path.expanduser("~/.cache/mnist_lab/mnist"),
     ):
         if candidate and os.path.exists(os.path.join(candidate, FILES[0][0])):
@@ -94,7 +94,7 @@ def run_json(cmd, env):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="folder with the four MNIST IDX files (default: "
-                   "MNIST_LAB_DATA, /work/shared/data/mnist-mini, the mnist_lab cache, "
+                   "MNIST_LAB_DATA, ../shared/data/mnist-mini, the mnist_lab cache, "
                    "else random images)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--threads", type=int, default=2)

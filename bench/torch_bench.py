@@ -15,7 +15,7 @@ image (x 2 per evaluated image).
 
 Usage (see bench/README.md):
 
-    bench/.venv/bin/python bench/torch_bench.py --data /work/shared/data/mnist-mini
+    bench/.venv/bin/python bench/torch_bench.py --data ../shared/data/mnist-mini
 """
 
 import argparse
