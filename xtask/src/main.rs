@@ -9,8 +9,13 @@
 //!
 //! Everything the set-up creates lives in the project: `.venv/` (JupyterLab, nbclient) and
 //! `.lab/` (the kernel, its build folders, executed notebooks). Delete both to start over.
+//!
+//! xtask finds (or installs) evcxr_jupyter, rust-src and the Python with JupyterLab
+//! (`setup`), then hands over to the Python package `scripts/labkit` for the rest: the
+//! kernelspec, the kernel's build, the notebooks, the kernel proxy's tests, JupyterLab
+//! (`labkit`).
 
-mod notebooks;
+mod labkit;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -62,22 +67,14 @@ impl Project {
         self.root.join(".lab")
     }
 
-    /// The Jupyter data folder that holds the project's kernelspec.
-    pub fn jupyter_path(&self) -> PathBuf {
-        self.lab().join("jupyter")
-    }
-
-    /// The evcxr build folders ("slots") and their template.
-    pub fn evcxr_dir(&self) -> PathBuf {
-        self.lab().join("evcxr")
-    }
-
+    /// The notebooks.
     pub fn notebooks(&self) -> PathBuf {
         self.root.join("notebooks")
     }
 
-    pub fn scripts(&self) -> PathBuf {
-        self.root.join("scripts")
+    /// The Python package with the kernel tooling (`python scripts/labkit COMMAND`).
+    pub fn labkit(&self) -> PathBuf {
+        self.root.join("scripts").join("labkit")
     }
 }
 
@@ -120,17 +117,17 @@ fn run(args: &[String]) -> Result {
             if options.no_open {
                 return Ok(());
             }
-            setup::open_lab(&project, &tools, &options)
+            labkit::lab(&project, &tools, &options)
         }
         "setup" => setup::setup_with(&project, setup::Warm::Always, &options.features).map(|_| ()),
         "test" => test(&project, &options),
         "notebooks" => {
             let tools = setup::setup(&project, setup::Warm::Never)?;
-            notebooks::run(&project, &tools, &options)
+            labkit::notebooks(&project, &tools, &options)
         }
         "strip" => {
             let tools = setup::setup_python(&project)?;
-            notebooks::strip(&project, &tools, &options)
+            labkit::strip(&project, &tools, &options)
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -197,9 +194,9 @@ fn test(project: &Project, options: &Options) -> Result {
     }
     let tools = setup::setup(project, setup::Warm::Never)?;
     println!("\n== the kernel proxy (stop button, live displays)");
-    let proxy = notebooks::test_proxy(project, &tools, options);
+    let proxy = labkit::test(project, &tools, options);
     println!("\n== notebooks");
-    let notebooks = notebooks::run(project, &tools, options);
+    let notebooks = labkit::notebooks(project, &tools, options);
     // Both run, so that one failing does not hide what the other finds.
     match (proxy, notebooks) {
         (Err(a), Err(b)) => Err(format!("{a}; {b}")),

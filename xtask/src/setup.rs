@@ -1,4 +1,6 @@
-//! The notebook set-up: evcxr_jupyter, JupyterLab, the project's kernel and its warm build.
+//! The notebook set-up: finds (or installs) evcxr_jupyter, rust-src and the Python with
+//! JupyterLab, then hands over to the Python package scripts/labkit, which writes the
+//! project's kernel and builds it (`labkit setup`, see crate::labkit).
 //!
 //! Each step checks first and does nothing when already done, so `cargo xtask lab` is quick
 //! the second time.
@@ -7,14 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{Options, Project, Result, cargo};
+use crate::{Project, Result, cargo};
 
 /// The evcxr_jupyter versions the notebooks are tested with.
 const EVCXR_VERSION: &str = "0.22";
 /// What the project's Python environment needs, for pip.
 const PYTHON_PACKAGES: [&str; 3] = ["jupyterlab>=4,<5", "nbclient>=0.10,<1", "nbformat>=5,<6"];
-/// The kernel's name, as the notebooks' metadata give it.
-pub const KERNEL_NAME: &str = "mnist_lab";
 
 /// The programs the tasks run.
 pub struct Tools {
@@ -22,7 +22,8 @@ pub struct Tools {
     pub python: PathBuf,
 }
 
-/// When the set-up builds the kernel's dependencies (and times a fresh kernel).
+/// When the set-up builds the kernel's dependencies (and times a fresh kernel): `labkit
+/// setup --warm always|if-needed|never`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Warm {
     /// Every time (`cargo xtask setup`).
@@ -46,24 +47,7 @@ pub fn setup_with(project: &Project, warm: Warm, features: &[String]) -> Result<
     let evcxr = ensure_evcxr()?;
     ensure_rust_src();
     let tools = setup_python(project)?;
-    write_kernel(project, &tools.python, &evcxr)?;
-    write_build_template(project, features)?;
-    let changed = write_kernel_features(project, features)?;
-    let built = project.evcxr_dir().join("slot-0/kernel/target").is_dir() && !changed;
-    if warm == Warm::IfNeeded && built {
-        println!(
-            "setup: the kernel's build is there (after changing mnist_lab or its dependencies, \
-             `cargo xtask setup` rebuilds it ahead of the first cell)"
-        );
-    }
-    if warm == Warm::Always || (warm == Warm::IfNeeded && !built) {
-        warm_up(project, &tools)?;
-        println!(
-            "setup: done in {:.0} s. Kernel \"Rust (mnist_lab)\" in {}",
-            started.elapsed().as_secs_f64(),
-            project.jupyter_path().display()
-        );
-    }
+    crate::labkit::setup(project, &tools, &evcxr, warm, features, started.elapsed())?;
     Ok(tools)
 }
 
@@ -81,62 +65,6 @@ fn check_features(features: &[String]) -> Result {
         )),
         None => Ok(()),
     }
-}
-
-/// Builds the kernel's mnist_lab with `features`, without touching the notebooks.
-///
-/// The notebooks' `:dep mnist_lab = { path = "../mnist_lab" }` line names no features, and
-/// evcxr builds the cell crate alone, so a feature has to reach mnist_lab through the cell
-/// crate's own dependencies. evcxr runs `init.evcxr` from its configuration folder (the
-/// kernelspec points EVCXR_CONFIG_DIR at `.lab/evcxr/config`) when a kernel starts; with GPU
-/// features, setup writes a `:dep` line there for a small crate, `.lab/evcxr/features`,
-/// whose only dependency is mnist_lab with those features. Cargo unifies features, so the
-/// notebook's mnist_lab is that same crate, built with them. Without features both files
-/// are removed and the kernel is the CPU one. Returns whether the features changed since
-/// the last set-up (the kernel's build must then be redone).
-fn write_kernel_features(project: &Project, features: &[String]) -> Result<bool> {
-    let evcxr = project.evcxr_dir();
-    let init = evcxr.join("config").join("init.evcxr");
-    let krate = evcxr.join("features");
-    let stamp = evcxr.join("features.txt");
-    let wanted = features.join(",");
-    let before = std::fs::read_to_string(&stamp).unwrap_or_default();
-    if features.is_empty() {
-        let _ = std::fs::remove_file(&init);
-        let _ = std::fs::remove_dir_all(&krate);
-    } else {
-        mkdir(&krate)?;
-        let list = features
-            .iter()
-            .map(|f| json_string(f))
-            .collect::<Vec<_>>()
-            .join(", ");
-        write(
-            &krate.join("Cargo.toml"),
-            &format!(
-                "# Written by `cargo xtask lab --features {wanted}`: builds the kernel's mnist_lab\n\
-                 # with these features (see xtask/src/setup.rs, write_kernel_features).\n\
-                 [package]\nname = \"mnist_lab_features\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
-                 publish = false\n\n[lib]\npath = \"lib.rs\"\n\n[dependencies]\n\
-                 mnist_lab = {{ path = {}, features = [{list}] }}\n",
-                json_string(&project.root.join("mnist_lab").display().to_string())
-            ),
-        )?;
-        write(&krate.join("lib.rs"), "")?;
-        write(
-            &init,
-            &format!(
-                ":dep mnist_lab_features = {{ path = {} }}\n",
-                json_string(&krate.display().to_string())
-            ),
-        )?;
-        println!(
-            "setup: the kernel's mnist_lab is built with --features {wanted} (a set-up without \
-             --features, `cargo xtask test` included, goes back to the CPU kernel)"
-        );
-    }
-    write(&stamp, &wanted)?;
-    Ok(before != wanted)
 }
 
 /// Finds evcxr_jupyter 0.22 (on PATH, conda's included, or in Cargo's bin folder),
@@ -389,165 +317,6 @@ fn has_packages(python: &Path) -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
-/// Writes the kernelspec into the project's own Jupyter folder (`.lab/jupyter`), which
-/// `cargo xtask lab` adds to JUPYTER_PATH: the user's own kernels stay as they are.
-fn write_kernel(project: &Project, python: &Path, evcxr: &Path) -> Result {
-    let dir = project.jupyter_path().join("kernels").join(KERNEL_NAME);
-    mkdir(&dir)?;
-    let path = |p: &Path| json_string(&p.display().to_string());
-    let evcxr_dir = project.evcxr_dir();
-    let kernel = format!(
-        r#"{{
- "argv": [{python}, {launcher}, "{{connection_file}}"],
- "display_name": "Rust (mnist_lab)",
- "language": "rust",
- "interrupt_mode": "message",
- "env": {{
-  "MNIST_LAB_EVCXR_DIR": {evcxr_dir},
-  "MNIST_LAB_EVCXR_JUPYTER": {evcxr},
-  "EVCXR_CONFIG_DIR": {config},
-  "JUPYTER_PATH": {jupyter}
- }}
-}}
-"#,
-        python = path(python),
-        launcher = path(&project.scripts().join("evcxr_kernel.py")),
-        evcxr_dir = path(&evcxr_dir),
-        evcxr = path(evcxr),
-        config = path(&evcxr_dir.join("config")),
-        jupyter = path(&project.jupyter_path()),
-    );
-    write(&dir.join("kernel.json"), &kernel)?;
-    mkdir(&evcxr_dir.join("config"))?;
-    if !dir.join("logo-64x64.png").exists() {
-        // evcxr_jupyter --install writes its Rust logos; copy them next to our kernel.json.
-        let scratch = project.lab().join("evcxr-install");
-        let _ = Command::new(evcxr)
-            .arg("--install")
-            .env("JUPYTER_PATH", &scratch)
-            .output();
-        for logo in ["logo-32x32.png", "logo-64x64.png", "logo-LICENSE.md"] {
-            let _ = std::fs::copy(scratch.join("kernels/rust").join(logo), dir.join(logo));
-        }
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    println!(
-        "setup: kernel \"Rust (mnist_lab)\" written to {}",
-        dir.display()
-    );
-    Ok(())
-}
-
-/// The Cargo workspace each build slot starts from (see scripts/evcxr_kernel.py). The pin
-/// names the kernel's GPU `features` too, so their dependencies stay in the slot's lock.
-fn write_build_template(project: &Project, features: &[String]) -> Result {
-    let template = project.evcxr_dir().join("template");
-    mkdir(&template.join("pin"))?;
-    write(&template.join("Cargo.toml"), SLOT_MANIFEST)?;
-    let crate_dir = project.root.join("mnist_lab");
-    write(
-        &template.join("pin").join("Cargo.toml"),
-        &format!(
-            "# Keeps mnist_lab and its dependencies in the slot's Cargo.lock at the workspace's\n\
-             # versions: evcxr starts each kernel with a cell crate that has no dependencies,\n\
-             # which would otherwise empty the lock (and the next `:dep` would resolve afresh,\n\
-             # online, perhaps to newer versions that need building). Never built. `cfg(any())`\n\
-             # is false on every platform: Cargo locks the dependency all the same, while\n\
-             # rust-analyzer (which evcxr runs on every cell) filters it out and so does not\n\
-             # analyse Burn at kernel start, only once the notebook's `:dep` asks for it.\n\
-             [package]\nname = \"pin\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
-             [lib]\npath = \"lib.rs\"\n\n[target.'cfg(any())'.dependencies]\nmnist_lab = {{ path = {}{} }}\n",
-            json_string(&crate_dir.display().to_string()),
-            if features.is_empty() {
-                String::new()
-            } else {
-                let list: Vec<String> = features.iter().map(|f| json_string(f)).collect();
-                format!(", features = [{}]", list.join(", "))
-            }
-        ),
-    )?;
-    write(&template.join("pin").join("lib.rs"), "")?;
-    // The workspace's tested versions of Burn and the rest.
-    std::fs::copy(project.root.join("Cargo.lock"), template.join("Cargo.lock"))
-        .map_err(|e| format!("could not copy Cargo.lock: {e}"))?;
-    Ok(())
-}
-
-/// The root manifest of a build slot. The cell crate (evcxr's `ctx`) is a member, so this
-/// profile applies and the one evcxr writes is ignored.
-const SLOT_MANIFEST: &str = r#"# Written by `cargo xtask setup`; copied into each evcxr build slot (.lab/evcxr/slot-N).
-[workspace]
-members = ["kernel", "pin"]
-resolver = "3"
-
-# The cells: evcxr's own profile, at opt-level 0 so a cell compiles in about a second.
-[profile.dev]
-opt-level = 0
-debug = false
-strip = "debuginfo"
-rpath = true
-lto = false
-debug-assertions = true
-codegen-units = 16
-panic = "unwind"
-incremental = true
-overflow-checks = true
-
-# Burn, mnist_lab and every other dependency: built once, as fast as a release build.
-[profile.dev.package."*"]
-opt-level = 3
-debug-assertions = false
-overflow-checks = false
-"#;
-
-/// Builds slot-0 through a real kernel (so the build is exactly the one a notebook gets),
-/// then times the first cell of a fresh kernel.
-fn warm_up(project: &Project, tools: &Tools) -> Result {
-    println!(
-        "setup: building the kernel's dependencies (Burn, mnist_lab) in {} (the first time: \
-         several minutes)",
-        project.evcxr_dir().join("slot-0").display()
-    );
-    let mut command = crate::notebooks::runner(project, tools);
-    command.arg("--warm-up").arg(
-        project
-            .notebooks()
-            .join("nonlinearities_and_convolutions.ipynb"),
-    );
-    run(&mut command, "the warm-up kernel")
-}
-
-/// Opens JupyterLab on `notebooks/`, with the project's kernel.
-pub fn open_lab(project: &Project, tools: &Tools, options: &Options) -> Result {
-    let mut command = Command::new(&tools.python);
-    command
-        .args(["-m", "jupyterlab"])
-        .arg(format!(
-            "--ServerApp.root_dir={}",
-            project.notebooks().display()
-        ))
-        .env("JUPYTER_PATH", crate::notebooks::jupyter_path(project));
-    if running_as_root() {
-        // JupyterLab refuses root without this (containers, CI images).
-        command.arg("--allow-root");
-    }
-    if let Some(data) = &options.data {
-        command.env("MNIST_LAB_DATA", absolute(data)?);
-    }
-    println!(
-        "lab: opening JupyterLab on notebooks/ (kernel \"Rust (mnist_lab)\"); stop it with Ctrl+C"
-    );
-    run(&mut command, "jupyter lab")
-}
-
-fn running_as_root() -> bool {
-    cfg!(unix)
-        && Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
 /// Runs `command`, its output going to ours; an error names `what` when it fails.
 pub fn run(command: &mut Command, what: &str) -> Result {
     let status = command
@@ -563,28 +332,6 @@ pub fn run(command: &mut Command, what: &str) -> Result {
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     path.canonicalize()
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn mkdir(dir: &Path) -> Result {
-    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))
-}
-
-fn write(path: &Path, text: &str) -> Result {
-    std::fs::write(path, text).map_err(|e| format!("could not write {}: {e}", path.display()))
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn cargo_home() -> PathBuf {

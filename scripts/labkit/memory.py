@@ -1,7 +1,7 @@
 """Measures the memory of a notebook kernel: the lecture notebook run several times in one kernel.
 
-    .venv/bin/python scripts/kernel_memory.py [--runs 3] [--max-steps N] [--notebook PATH]
-                                              [--speed ROUNDS]
+    .venv/bin/python scripts/labkit memory [--runs 3] [--max-steps N] [--notebook PATH]
+                                           [--speed ROUNDS]
 
 Starts the project's kernel (as `cargo xtask notebooks` does: JUPYTER_PATH=.lab/jupyter, so
 run `cargo xtask setup` first), executes every code cell of the notebook `--runs` times in that
@@ -11,7 +11,7 @@ made of:
 - `evcxr_jupyter`: the kernel proper, which runs rust-analyzer in process to infer the types
   of a cell's variables;
 - its child, the process that runs the cells and holds the variables (and mnist_lab's tensors);
-- the launcher (scripts/evcxr_kernel.py), which passes the messages on.
+- the launcher (kernel.py), which passes the messages on.
 
 Linux only (it reads /proc). MNIST_LAB_DATA must name the data folder, as for the notebooks.
 Without --max-steps every training run is in full, as a student runs it.
@@ -20,14 +20,13 @@ Without --max-steps every training run is in full, as a student runs it.
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 from jupyter_client import KernelManager
 
-ROOT = Path(__file__).resolve().parent.parent
+from labkit import KERNEL_NAME, ROOT, jupyter_folder
 
 
 def rss_mb(pid):
@@ -144,8 +143,8 @@ unsafe { std::env::remove_var("MNIST_LAB_RELEASE_MEMORY") };
 """
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv):
+    parser = argparse.ArgumentParser(prog="labkit memory", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-steps", type=int, help="MNIST_LAB_MAX_STEPS for the kernel")
     lecture = ROOT / "notebooks" / "lecture.ipynb"
@@ -157,9 +156,9 @@ def main():
         "--speed", type=int, metavar="ROUNDS",
         help="then time training with MNIST_LAB_RELEASE_MEMORY on and off in turn, ROUNDS rounds",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    os.environ["JUPYTER_PATH"] = str(ROOT / ".lab" / "jupyter")
+    os.environ["JUPYTER_PATH"] = str(jupyter_folder())
     if args.max_steps:
         os.environ["MNIST_LAB_MAX_STEPS"] = str(args.max_steps)
     else:
@@ -169,7 +168,7 @@ def main():
         c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
     ]
 
-    manager = KernelManager(kernel_name="mnist_lab")
+    manager = KernelManager(kernel_name=KERNEL_NAME)
     manager.start_kernel(cwd=str(notebook.parent))
     client = manager.client()
     client.start_channels()
@@ -217,7 +216,3 @@ def main():
         client.stop_channels()
         manager.shutdown_kernel(now=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 The kernelspec that `cargo xtask setup` writes (.lab/jupyter/kernels/mnist_lab) runs
 
-    .venv/bin/python scripts/evcxr_kernel.py {connection_file}
+    .venv/bin/python scripts/labkit kernel {connection_file}
 
 Build slots. evcxr compiles every cell as a crate in a build folder. By default each kernel
 gets a fresh temporary folder, so each kernel rebuilds Burn and mnist_lab (minutes) or copies
@@ -22,7 +22,8 @@ opt-level 3 without debug assertions (training runs at release speed). Cargo ign
 this kernel.
 
 Warm-up. Before the notebook's first cell, the kernel warms up: the launcher connects to it as
-a second client and runs the notebooks' `:dep` and `use` lines and one `let`. evcxr then has
+a second client and runs the warm-up code (warm_up.py: the notebooks' `:dep` and `use` lines
+and one `let`, the same code set-up's warm build runs). evcxr then has
 built the cell crate and run rust-analyzer over Burn's crates (which it does once per kernel,
 to know the types of a cell's variables: about 40 CPU-seconds), so the student's first cell
 takes seconds. The kernel shows as busy meanwhile; a cell run during the warm-up waits for it.
@@ -37,7 +38,7 @@ training dashboard, an SQL engine...), where Cargo builds 230 (89 MB), and rust-
 held 4.0 GB after the warm-up instead of 1.6 GB. So evcxr_jupyter runs with a Cargo home of
 its own, .lab/evcxr/cargo-home: the user's Cargo home through symbolic links, except
 `bin/cargo`, the `cargo` that rust-analyzer runs (evcxr builds with the toolchain's own). That
-one is this script (`--cargo`): for `cargo metadata` on a build slot's crate it drops the
+one is this package (`labkit cargo`): for `cargo metadata` on a build slot's crate it drops the
 packages that `cargo tree` does not list (everything else goes to the real cargo untouched).
 Cargo rebuilds a registry crate when its source path changes, so every slot is built with this
 Cargo home (set-up builds slot-0 through a kernel too). Not on Windows (the link is a shell
@@ -87,6 +88,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from labkit import PACKAGE
+from labkit.warm_up import warm_up_code
 
 MAX_SLOTS = 8
 # How long the proxy waits for a crate loop to take the stop file before evcxr's interrupt.
@@ -160,10 +164,11 @@ def analyzer_cargo_home(root):
                 pass
     shim = home / "bin" / "cargo"
     text = (
-        "#!/bin/sh\n# Written by scripts/evcxr_kernel.py: the cargo that rust-analyzer runs.\n"
+        "#!/bin/sh\n# Written by the kernel launcher (scripts/labkit/kernel.py): the cargo that "
+        "rust-analyzer runs.\n"
         f"MNIST_LAB_REAL_CARGO={shlex.quote(str(cargo))} MNIST_LAB_EVCXR_DIR="
         f"{shlex.quote(str(root.resolve()))} exec {shlex.quote(sys.executable)} "
-        f"{shlex.quote(str(Path(__file__).resolve()))} --cargo \"$@\"\n"
+        f"{shlex.quote(str(PACKAGE))} cargo \"$@\"\n"
     )
     if not shim.exists() or shim.read_text() != text:
         fresh = shim.with_name(f"cargo.{os.getpid()}")
@@ -174,7 +179,7 @@ def analyzer_cargo_home(root):
 
 
 def cargo_for_analyzer(args):
-    """`evcxr_kernel.py --cargo ARGS`: runs `cargo ARGS` with the real cargo; for `cargo
+    """`labkit cargo ARGS`: runs `cargo ARGS` with the real cargo; for `cargo
     metadata` on a crate in a build slot, prints its output without the packages that Cargo
     does not build (that `cargo tree` does not list). On any doubt, the output as it came."""
     cargo = os.environ["MNIST_LAB_REAL_CARGO"]
@@ -265,27 +270,6 @@ def prepare(slot, template, first, project):
             symlinks=True,
             ignore=lambda _dir, names: [n for n in names if n == "incremental"],
         )
-
-
-def warm_up_code(project):
-    """The `:dep` and `use` lines of setup_check.ipynb's first cell (the notebooks share them),
-    with paths made absolute as evcxr makes them, then one `let`: it is a `let` that makes evcxr
-    run rust-analyzer."""
-    notebook = project / "notebooks" / "setup_check.ipynb"
-    cells = json.loads(notebook.read_text())["cells"]
-    source = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
-    lines = []
-    for line in source.splitlines():
-        line = line.strip()
-        if line.startswith(":dep ") and 'path = "' in line:
-            before, rest = line.split('path = "', 1)
-            path, after = rest.split('"', 1)
-            if not Path(path).is_absolute():
-                path = str((notebook.parent / path).resolve())
-            line = f'{before}path = "{path}"{after}'
-        if line.startswith((":dep ", "use ")):
-            lines.append(line)
-    return "\n".join(lines + ["let kernel_warmed_up: bool = true;"])
 
 
 def warm_up(connection_file, project, log):
@@ -647,11 +631,11 @@ def serve(slot, project, evcxr, connection_file):
     return kernel.wait()
 
 
-def main():
-    if sys.argv[1:2] == ["--cargo"]:
-        sys.exit(cargo_for_analyzer(sys.argv[2:]))
-    if len(sys.argv) != 2:
-        sys.exit("usage: evcxr_kernel.py CONNECTION_FILE")
+def main(argv):
+    """`labkit kernel CONNECTION_FILE`: takes a free build slot and runs evcxr_jupyter in it
+    behind the proxy, until it ends."""
+    if len(argv) != 1:
+        sys.exit("usage: labkit kernel CONNECTION_FILE")
     root = Path(os.environ["MNIST_LAB_EVCXR_DIR"])
     evcxr = os.environ.get("MNIST_LAB_EVCXR_JUPYTER") or shutil.which("evcxr_jupyter")
     if not evcxr:
@@ -667,9 +651,5 @@ def main():
         # Refresh the workspace manifest on every start so a new setup's profile applies.
         prepare(slot, template, first, project)
         # This process holds the slot's lock until the kernel ends.
-        sys.exit(serve(slot, project, evcxr, sys.argv[1]))
+        sys.exit(serve(slot, project, evcxr, argv[0]))
     sys.exit(f"mnist_lab kernel: all {MAX_SLOTS} build slots in {root} are in use")
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ is not changed).
 
 Needs: Debian's `chromium` and `chromium-driver`, `selenium` in .venv, `cargo xtask setup`.
 
-    MNIST_LAB_DATA=../shared/data/mnist-mini .venv/bin/python scripts/browser_check.py --out /tmp/shots
+    MNIST_LAB_DATA=../shared/data/mnist-mini .venv/bin/python scripts/labkit browser --out /tmp/shots
 
 Prints what it saw (the progress text, the time from the stop to the cell's end) and writes
 mid-run.png, stopped.png and next-cell.png to --out.
@@ -35,7 +35,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from labkit import ROOT, jupyter_folder
+
 NOTEBOOK = "nonlinearities_and_convolutions.ipynb"
 FIRST_TRAINING = "let (model, mut report) = train(model, &data, &config, &device)?;"
 
@@ -52,7 +53,7 @@ def wait(what, check, timeout, every=0.5):
 
 
 def start_lab(port, token, root_dir=ROOT / "notebooks"):
-    env = dict(os.environ, JUPYTER_PATH=str(ROOT / ".lab" / "jupyter"))
+    env = dict(os.environ, JUPYTER_PATH=str(jupyter_folder()))
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={token}",
@@ -171,15 +172,15 @@ def untrusted(args, out):
         close(driver, lab)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv):
+    parser = argparse.ArgumentParser(prog="labkit browser", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/mnist-lab-browser", help="folder for the screenshots")
     parser.add_argument("--port", type=int, default=8899)
     parser.add_argument("--epochs", type=int, default=30, help="epochs of the watched run")
     parser.add_argument("--stop-after", type=float, default=8.0,
                         help="seconds of training before pressing stop")
     parser.add_argument("--untrusted", help="an executed notebook to open without trusting it")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.untrusted:
@@ -243,7 +244,3 @@ def main():
         return 0
     finally:
         close(driver, lab)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

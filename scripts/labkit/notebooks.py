@@ -1,11 +1,13 @@
 """Executes mnist_lab's notebooks headless on the project's kernel and checks what they show.
 
-Run it through `cargo xtask test` or `cargo xtask notebooks`, which set JUPYTER_PATH to the
-project's kernel and pass the options:
+Run it through `cargo xtask test` or `cargo xtask notebooks`, which pass the options:
 
-    run_notebooks.py [--data DIR] [--max-steps N | --full] NOTEBOOK.ipynb...
-    run_notebooks.py --strip NOTEBOOK.ipynb...     remove outputs before a commit
-    run_notebooks.py --warm-up NOTEBOOK.ipynb      build the kernel, time a fresh first cell
+    labkit notebooks [--data DIR] [--max-steps N | --full] [--out DIR] NOTEBOOK.ipynb...
+    labkit strip NOTEBOOK.ipynb...     remove outputs before a commit
+    labkit warm-up                     build the kernel (the warm-up code), time a fresh one
+
+(`labkit` is `.venv/bin/python scripts/labkit`, which finds the project's kernel from any
+folder.)
 
 A notebook fails when
 - it is committed with outputs (remove them with `cargo xtask strip`);
@@ -33,13 +35,16 @@ import argparse
 import asyncio
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat.v4 import new_code_cell, new_notebook
+
+from labkit import KERNEL_NAME, LECTURE, ROOT, evcxr_folder
+from labkit.warm_up import warm_up_code
 
 ACCURACY_LINE = re.compile(r"Accuracy of the network on the \d+ test images: [\d.]+ %")
 PANIC_MARKERS = ("panicked at", "The cell stopped here")
@@ -187,17 +192,16 @@ def check(nb):
     return problems
 
 
-def execute(path, args, cells=None, quiet=False):
-    """Executes a notebook (or only the code cells numbered in `cells`); returns it."""
-    nb = nbformat.read(path, as_version=4)
-    if cells is not None:
-        code = [c for c in nb.cells if c.cell_type == "code"]
-        nb.cells = [code[i] for i in cells]
+def execute(path, args, nb=None, quiet=False):
+    """Executes the notebook at `path` (or `nb`, in `path`'s folder, as if it were there);
+    returns it."""
+    if nb is None:
+        nb = nbformat.read(path, as_version=4)
     client = Client(
         nb,
         kernel_name=args.kernel,
         timeout=args.cell_timeout,
-        # Starting includes the kernel's warm-up (scripts/evcxr_kernel.py): about a minute,
+        # Starting includes the kernel's warm-up (kernel.py): about a minute,
         # or the whole build of Burn the first time.
         startup_timeout=args.startup_timeout,
         allow_errors=True,
@@ -273,11 +277,23 @@ def strip(paths):
         print(f"stripped {path}")
 
 
-def warm_up(path, args):
-    """Builds the kernel's dependencies by running the first code cell, then times a fresh
-    kernel: its start and warm-up (scripts/evcxr_kernel.py), then that first cell."""
+def warm_up(args):
+    """Set-up's warm build: runs the warm-up code (warm_up.py, what every new kernel runs too)
+    in a kernel whose own warm-up is off, so the kernel's dependencies are built in slot-0
+    exactly as a notebook gets them; then times a fresh kernel: its start and warm-up, then
+    the lecture's first cell."""
     started = time.monotonic()
-    nb = execute(path, args, cells=[0], quiet=True)
+    nb = new_notebook(cells=[new_code_cell(warm_up_code(ROOT))])
+    nb.metadata["kernelspec"] = {"name": args.kernel, "display_name": "", "language": "rust"}
+    before = os.environ.get("MNIST_LAB_WARM_UP")
+    os.environ["MNIST_LAB_WARM_UP"] = "0"  # the cell is the warm-up: not twice at once
+    try:
+        nb = execute(LECTURE, args, nb=nb, quiet=True)
+    finally:
+        if before is None:
+            os.environ.pop("MNIST_LAB_WARM_UP")
+        else:
+            os.environ["MNIST_LAB_WARM_UP"] = before
     problems = [p for p in check(nb) if not p.startswith("no ") and "never says" not in p]
     if problems:
         for problem in problems:
@@ -285,15 +301,14 @@ def warm_up(path, args):
         return 1
     print(f"setup: dependencies built: {time.monotonic() - started:.0f} s", flush=True)
 
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(LECTURE, as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code")
     nb.cells = [cell]
     client = Client(nb, kernel_name=args.kernel, timeout=args.cell_timeout,
                     startup_timeout=args.startup_timeout, allow_errors=True,
-                    resources={"metadata": {"path": str(Path(path).resolve().parent)}})
+                    resources={"metadata": {"path": str(LECTURE.parent)}})
     client.quiet = True
-    slots = Path(os.environ.get("MNIST_LAB_EVCXR_DIR", Path(__file__).resolve().parent.parent
-                                / ".lab" / "evcxr"))
+    slots = Path(os.environ.get("MNIST_LAB_EVCXR_DIR", evcxr_folder()))
     started, wall = time.monotonic(), time.time()
     with client.setup_kernel():
         while not any(log.stat().st_mtime >= wall - 1 for log in slots.glob("slot-*/warm-up.log")):
@@ -305,25 +320,26 @@ def warm_up(path, args):
         client.execute_cell(cell, 0)
         first = time.monotonic() - started
     print(f"setup: a fresh kernel is ready in {ready:.0f} s (start and warm-up), then runs the "
-          f"notebooks' first cell in {first:.1f} s", flush=True)
+          f"lecture's first cell in {first:.1f} s", flush=True)
     return 0
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("notebooks", nargs="+")
-    parser.add_argument("--kernel", default="mnist_lab")
+def main(command, argv):
+    """`labkit notebooks`, `labkit strip` or `labkit warm-up` (see the module's docs)."""
+    parser = argparse.ArgumentParser(prog=f"labkit {command}",
+                                     description=__doc__.split("\n")[0])
+    if command != "warm-up":
+        parser.add_argument("notebooks", nargs="+")
+    parser.add_argument("--kernel", default=KERNEL_NAME)
     parser.add_argument("--data", help="MNIST folder; sets MNIST_LAB_DATA for the kernel")
     parser.add_argument("--max-steps", type=int, help="sets MNIST_LAB_MAX_STEPS (quick runs)")
     parser.add_argument("--full", action="store_true", help="no step limit")
     parser.add_argument("--out", help="folder for the executed notebooks")
     parser.add_argument("--cell-timeout", type=int, default=1800)
     parser.add_argument("--startup-timeout", type=int, default=3600)
-    parser.add_argument("--strip", action="store_true")
-    parser.add_argument("--warm-up", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    if args.strip:
+    if command == "strip":
         strip(args.notebooks)
         return 0
     if args.data:
@@ -332,8 +348,8 @@ def main():
         os.environ.pop("MNIST_LAB_MAX_STEPS", None)
     elif args.max_steps:
         os.environ["MNIST_LAB_MAX_STEPS"] = str(args.max_steps)
-    if args.warm_up:
-        return warm_up(args.notebooks[0], args)
+    if command == "warm-up":
+        return warm_up(args)
 
     data = os.environ.get("MNIST_LAB_DATA", "the crate's cache (downloading if needed)")
     steps = os.environ.get("MNIST_LAB_MAX_STEPS", "no limit")
@@ -355,7 +371,3 @@ def main():
         f"({time.monotonic() - total:.0f} s in all)"
     )
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

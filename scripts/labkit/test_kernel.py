@@ -1,10 +1,12 @@
-"""Tests of the kernel proxy in scripts/evcxr_kernel.py, on a real kernel driven through
-jupyter_client: the project's kernelspec, evcxr_jupyter, mnist_lab.
+"""Tests of the kernel proxy in kernel.py, on a real kernel driven through jupyter_client: the
+project's kernelspec, evcxr_jupyter, mnist_lab.
 
-    JUPYTER_PATH=.lab/jupyter .venv/bin/python scripts/test_kernel_proxy.py [-k NAME]...
+    .venv/bin/python scripts/labkit test [-k NAME]... [--no-kernel]
 
-`cargo xtask test` runs them after `cargo test` and before the notebooks (it sets
-JUPYTER_PATH, and MNIST_LAB_DATA when given `--data`). They need `cargo xtask setup` first.
+`cargo xtask test` runs them after `cargo test` and before the notebooks (with MNIST_LAB_DATA
+set when given `--data`). They need `cargo xtask setup` first. The tests that need no kernel
+(test_warm_up.py: every notebook's first cell against the warm-up's lines) run first; with
+`--no-kernel`, only they run.
 
 All tests share one kernel, started once (start and warm-up take about a minute on 2 cores),
 and run in the order below: the stop-button test that has to restart the Rust process, and
@@ -22,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from labkit import KERNEL_NAME, PACKAGE, ROOT, jupyter_folder, test_warm_up
+
 STARTUP_TIMEOUT = 900  # a kernel whose slot must be copied or rebuilt takes minutes
 CELL_TIMEOUT = 600  # the first cell that loads mnist_lab may compile it
 MARKER = "MNIST_LAB_DISPLAY "
@@ -44,8 +47,8 @@ class Kernel:
     def __init__(self):
         from jupyter_client import KernelManager
 
-        os.environ.setdefault("JUPYTER_PATH", str(ROOT / ".lab" / "jupyter"))
-        self.manager = KernelManager(kernel_name="mnist_lab")
+        os.environ.setdefault("JUPYTER_PATH", str(jupyter_folder()))
+        self.manager = KernelManager(kernel_name=KERNEL_NAME)
         self.manager.start_kernel(cwd=str(ROOT / "notebooks"))
         self.client = self.manager.client()
         self.client.start_channels()
@@ -142,7 +145,7 @@ def ok(result, code=""):
 def test_round_trip(kernel, report):
     """Requests and replies pass both ways on shell, iopub and control, unchanged."""
     client = kernel.client
-    # Answered after the warm-up (scripts/evcxr_kernel.py), which may rebuild mnist_lab first.
+    # Answered after the warm-up (kernel.py), which may rebuild mnist_lab first.
     info = shell_reply(client, client.kernel_info(), STARTUP_TIMEOUT)
     expect(info["content"]["language_info"]["name"] == "Rust", f"not evcxr: {info['content']}")
 
@@ -307,8 +310,7 @@ def test_other_copy_message(kernel, report):
 def test_pin_follows_the_notebook(kernel, report):
     """A slot set up for one copy of the project pins the mnist_lab of the copy whose notebook
     starts the kernel (the launcher's prepare, on a template made for another path)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import evcxr_kernel
+    from labkit import kernel as launcher
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -324,14 +326,14 @@ def test_pin_follows_the_notebook(kernel, report):
         here = Path.cwd()
         try:
             os.chdir(other / "notebooks")  # where Jupyter starts a kernel for other's notebooks
-            project = evcxr_kernel.notebook_project(ROOT)
+            project = launcher.notebook_project(ROOT)
             os.chdir(ROOT / "notebooks")
-            own = evcxr_kernel.notebook_project(folder)
+            own = launcher.notebook_project(folder)
         finally:
             os.chdir(here)
         expect(project == other.resolve(), f"the notebook's project: {project}")
         expect(own == ROOT, f"the kernel's own project's notebooks: {own}")
-        evcxr_kernel.prepare(slot, template, slot, project)
+        launcher.prepare(slot, template, slot, project)
         written = (slot / "pin" / "Cargo.toml").read_text()
         expect(written == pin.format(json.dumps(str(other.resolve() / "mnist_lab"))),
                f"the slot's pin: {written!r}")
@@ -339,7 +341,7 @@ def test_pin_follows_the_notebook(kernel, report):
 
 def test_analyzer_sees_what_cargo_builds(kernel, report):
     """The `cargo metadata` that rust-analyzer gets through the launcher's Cargo home
-    (`evcxr_kernel.py --cargo`) lists only the packages Cargo builds: an optional dependency
+    (`labkit cargo`) lists only the packages Cargo builds: an optional dependency
     named only in a weak feature (`log?/std`, as Burn names its backends) is left out for a
     crate in a build slot, and kept, as Cargo lists it, elsewhere. The kernel's
     evcxr_jupyter runs with that Cargo home."""
@@ -367,7 +369,7 @@ def test_analyzer_sees_what_cargo_builds(kernel, report):
             env = dict(os.environ, MNIST_LAB_REAL_CARGO=shutil.which("cargo"),
                        MNIST_LAB_EVCXR_DIR=str(evcxr_dir))
             out = subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / "evcxr_kernel.py"), "--cargo", "metadata",
+                [sys.executable, str(PACKAGE), "cargo", "metadata",
                  "--format-version", "1", "--manifest-path", str(manifest), "--offline"],
                 env=env, capture_output=True, text=True, timeout=300,
             )
@@ -421,10 +423,18 @@ TESTS = [
 ]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv):
+    parser = argparse.ArgumentParser(prog="labkit test", description=__doc__.split("\n")[0])
     parser.add_argument("-k", action="append", help="run only the tests whose name has this")
-    args = parser.parse_args()
+    parser.add_argument("--no-kernel", action="store_true",
+                        help="only the tests that need no kernel (test_warm_up.py)")
+    args = parser.parse_args(argv)
+    print("labkit test: the tests that need no kernel (test_warm_up.py)", flush=True)
+    if not test_warm_up.run():
+        print("labkit test: FAILED before the kernel proxy's tests (above)", flush=True)
+        return 1
+    if args.no_kernel:
+        return 0
     tests = [t for t in TESTS if not args.k or any(k in t.__name__ for k in args.k)]
     print(f"kernel proxy: starting a kernel (data: {os.environ.get('MNIST_LAB_DATA', 'the crate cache')})",
           flush=True)
@@ -450,7 +460,3 @@ def main():
     print(f"kernel proxy: {len(tests) - failed} passed, {failed} failed "
           f"({time.monotonic() - started:.0f} s in all)")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Measures the notebook targets of the README on this machine, after `cargo xtask setup`.
 
-    JUPYTER_PATH=.lab/jupyter .venv/bin/python scripts/notebook_targets.py --data DIR
+    .venv/bin/python scripts/labkit targets --data DIR
 
 1. first cell: a fresh kernel runs the lecture's first cell (`:dep` lines and the
    hyper-parameters), timed from the cell's start to its end; the kernel's own start-up is
@@ -25,8 +25,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
-LECTURE = ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb"
+from labkit import KERNEL_NAME, LECTURE, ROOT, evcxr_folder
+
 RATE = re.compile(r"([\d,]+) images/s")
 
 
@@ -40,10 +40,10 @@ def lecture_cell(marker):
 class Kernel:
     def __init__(self):
         nb = new_notebook()
-        nb.metadata = {"kernelspec": {"name": "mnist_lab", "display_name": "", "language": "rust"}}
+        nb.metadata = {"kernelspec": {"name": KERNEL_NAME, "display_name": "", "language": "rust"}}
         self.nb = nb
         self.client = NotebookClient(
-            nb, kernel_name="mnist_lab", timeout=1800, allow_errors=True,
+            nb, kernel_name=KERNEL_NAME, timeout=1800, allow_errors=True,
             resources={"metadata": {"path": str(LECTURE.parent)}},
         )
 
@@ -52,10 +52,10 @@ class Kernel:
         self._setup = self.client.setup_kernel()
         self._setup.__enter__()
         self.start_seconds = time.monotonic() - started
-        # The launcher warms the kernel up (scripts/evcxr_kernel.py) and then writes
+        # The launcher warms the kernel up (kernel.py) and then writes
         # warm-up.log into the kernel's build slot.
         while not any(log.exists() and log.stat().st_mtime > time.time() - (time.monotonic() - started) - 1
-                      for log in (ROOT / ".lab" / "evcxr").glob("slot-*/warm-up.log")):
+                      for log in evcxr_folder().glob("slot-*/warm-up.log")):
             if time.monotonic() - started > 3600:
                 break
             time.sleep(0.2)
@@ -123,11 +123,11 @@ def cli_rate(model, epochs, data):
     return sum(float(RATE.search(l).group(1).replace(",", "")) for l in lines) / len(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv):
+    parser = argparse.ArgumentParser(prog="labkit targets", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="speed runs per model (0: none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     data = str(Path(args.data).resolve())
     os.environ["MNIST_LAB_DATA"] = data
     os.environ.pop("MNIST_LAB_MAX_STEPS", None)
@@ -189,6 +189,3 @@ def main():
         print(f"| training speed, {model}: notebook / `mnist-lab train` | >= 0.9x | "
               f"{nb:,.0f} / {c:,.0f} images/s = {nb / c:.2f}x |")
 
-
-if __name__ == "__main__":
-    main()

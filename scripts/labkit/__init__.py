@@ -1,0 +1,53 @@
+"""labkit: the notebooks' kernel tooling, in one package (`cargo xtask` hands over to it).
+
+`cargo xtask` finds (or installs) evcxr_jupyter, rust-src and the Python with JupyterLab
+(`.venv/`), then runs this package with that Python for everything else:
+
+    .venv/bin/python scripts/labkit COMMAND [options]     (from any folder)
+    python -m labkit COMMAND [options]                    (with scripts/ on sys.path)
+
+Commands, and the module that holds each:
+
+    setup      install.py    writes the kernelspec (.lab/jupyter), the build slots' template
+                             and the GPU features crate (.lab/evcxr), then the warm build
+    lab        install.py    opens JupyterLab on notebooks/ with the project's kernel
+    kernel     kernel.py     the kernel launcher and proxy that the kernelspec runs
+    cargo      kernel.py     the `cargo` that rust-analyzer runs inside the kernel
+    warm-up    notebooks.py  builds the kernel by running the warm-up code, times a fresh one
+    notebooks  notebooks.py  executes the notebooks headless and checks their outputs
+    strip      notebooks.py  removes outputs from notebooks before a commit
+    test       test_warm_up.py, then test_kernel.py: the checks that need no kernel (every
+                             notebook's first cell against the warm-up's lines), then the
+                             proxy's tests on a real kernel (`--no-kernel`: the first only)
+    targets    targets.py    measures the README's notebook targets
+    memory     memory.py     measures a kernel's memory over several lecture runs
+    browser    browser.py    looks at live training and the stop button in Chromium
+
+The warm-up code (warm_up.py) is the one list of `:dep` and `use` lines that the launcher runs
+in every new kernel and set-up's warm build runs to build it; every notebook's first code
+cell starts with those lines, which `test` checks.
+
+Every command but `kernel` and `cargo` puts the project's Jupyter folder (.lab/jupyter, where
+the kernelspec is) in front of JUPYTER_PATH, so the tools find the kernel from any folder.
+"""
+
+from pathlib import Path
+
+#: The package's folder (scripts/labkit): the kernelspec and the cargo shim run it.
+PACKAGE = Path(__file__).resolve().parent
+#: The project the package belongs to.
+ROOT = PACKAGE.parent.parent
+#: The kernel's name, as the notebooks' metadata give it.
+KERNEL_NAME = "mnist_lab"
+#: The lecture notebook.
+LECTURE = ROOT / "notebooks" / "nonlinearities_and_convolutions.ipynb"
+
+
+def jupyter_folder(root=ROOT):
+    """The Jupyter data folder that holds the project's kernelspec."""
+    return Path(root) / ".lab" / "jupyter"
+
+
+def evcxr_folder(root=ROOT):
+    """The evcxr build folders ("slots"), their template and the kernel's configuration."""
+    return Path(root) / ".lab" / "evcxr"
