@@ -1,7 +1,7 @@
 //! Live training: the stop button, and a progress display that updates while a cell runs.
 //!
 //! This module is the one place that documents how the crate talks to the project's kernel
-//! launcher (`scripts/evcxr_kernel.py`), which sits between Jupyter and evcxr as a proxy.
+//! launcher (`scripts/labkit/kernel.py`), which sits between Jupyter and evcxr as a proxy.
 //!
 //! # Stopping
 //!
