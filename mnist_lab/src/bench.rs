@@ -474,6 +474,7 @@ mod tests {
 
     #[test]
     fn quick_bench_reports_every_model_as_json() {
+        let _random = crate::testing::random_numbers();
         let data = Mnist::synthetic(250, 150, 3);
         let config = BenchConfig {
             steps: Some(1),

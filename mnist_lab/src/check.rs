@@ -323,6 +323,7 @@ mod tests {
 
     #[test]
     fn lists_the_lecture_layers_in_order() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let found = layers(&Conv2NetConfig::new(600, 10).init(&device));
         assert_eq!(
@@ -366,6 +367,7 @@ mod tests {
 
     #[test]
     fn the_lecture_models_pass_the_check() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         check_model(&ConvNetConfig::new(32, 10).init(&device), &device, 10).unwrap();
         check_model(&FcNetConfig::new(784, 32, 10).init(&device), &device, 10).unwrap();
@@ -373,6 +375,7 @@ mod tests {
 
     #[test]
     fn a_wrong_number_of_outputs_is_reported() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let model = FcNetConfig::new(784, 32, 7).init(&device);
         let message = check_model(&model, &device, 10).unwrap_err().to_string();

@@ -657,6 +657,7 @@ mod tests {
 
     #[test]
     fn the_cpu_keeps_its_lazy_draws() {
+        let _random = crate::testing::random_numbers();
         // On the CPU, draw_on_cpu changes nothing: parameters stay undrawn until first used.
         let device = cpu();
         let layer = draw_on_cpu(crate::nn::LinearConfig::new(3, 2).init(&device), &device);

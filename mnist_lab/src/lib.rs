@@ -55,6 +55,23 @@ pub mod cli;
 
 pub use error::{Error, Result};
 
+/// What the unit tests of several modules share.
+#[cfg(test)]
+mod testing {
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Holds the random number generators for one test: every unit test that draws random
+    /// numbers (a layer's weights, a random tensor, a training run) takes this first.
+    ///
+    /// Burn's CPU generator is one per process and the tests run in parallel, so a draw in
+    /// one test moves the sequence another test seeded. A test that seeds twice and compares
+    /// the two draws would otherwise fail now and then.
+    pub fn random_numbers() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`.
 pub mod prelude {
     pub use crate::cli::results_table;

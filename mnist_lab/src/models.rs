@@ -496,6 +496,7 @@ mod tests {
 
     #[test]
     fn sizes_follow_the_kernel_settings() {
+        let _random = crate::testing::random_numbers();
         // The lecture's models are checked against a measured summary in tests/inspect.rs.
         let conv = ConvNetConfig::new(8, 10).with_conv1_kernel(5);
         assert_eq!(conv.flat_size(), 10 * 24 * 24);

@@ -767,6 +767,7 @@ mod tests {
 
     #[test]
     fn the_lectures_sgd_steps_exactly_as_burns() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu().autodiff();
         let start = ConvNetConfig::new(32, 10).init(&device);
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -789,6 +790,7 @@ mod tests {
 
     #[test]
     fn the_stop_file_ends_training_after_the_step_and_keeps_the_model() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let data = Mnist::synthetic(400, 100, 3);
         let config = TrainingConfig::new()
@@ -817,6 +819,7 @@ mod tests {
 
     #[test]
     fn the_stop_file_ends_evaluation_after_the_batch() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let data = Mnist::synthetic(100, 500, 4);
         let config = TrainingConfig::new().with_hidden_size(16);

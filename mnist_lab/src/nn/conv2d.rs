@@ -187,6 +187,7 @@ mod tests {
 
     #[test]
     fn fused_path_matches_burn_forward_and_gradients() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu().autodiff();
         crate::train::seed(&device, 7);
         for (c_in, c_out, k, side) in [(1, 10, 7, 28), (10, 55, 2, 22), (3, 4, 3, 9), (2, 5, 2, 6)]
@@ -223,6 +224,7 @@ mod tests {
 
     #[test]
     fn evaluation_on_a_strided_input_matches_burn() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         crate::train::seed(&device, 10);
         let (ours, theirs) = pair(&Conv2dConfig::new([2, 3], [3, 2]), &device);
@@ -234,6 +236,7 @@ mod tests {
 
     #[test]
     fn other_cases_are_burns_conv2d() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu().autodiff();
         crate::train::seed(&device, 8);
         let configs = [
@@ -254,6 +257,7 @@ mod tests {
 
     #[test]
     fn initialisation_matches_burns_config() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         // Parameters are drawn on first use, so each layer's are drawn right after its seed.
         crate::train::seed(&device, 9);
@@ -270,6 +274,7 @@ mod tests {
 
     #[test]
     fn shows_like_burns_layer() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let shown = format!("{}", Conv2dConfig::new([1, 10], [7, 7]).init(&device));
         assert!(shown.contains("ch_in: 1"), "{shown}");

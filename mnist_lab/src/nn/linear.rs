@@ -150,6 +150,7 @@ mod tests {
 
     #[test]
     fn fused_path_matches_burn_forward_and_gradients() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu().autodiff();
         crate::train::seed(&device, 11);
         let shapes = [(100, 784, 600), (5, 7, 3), (1, 4, 2), (3, 600, 10)];
@@ -197,6 +198,7 @@ mod tests {
 
     #[test]
     fn evaluation_and_strided_inputs_match_burn() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         crate::train::seed(&device, 12);
         let (ours, theirs) = pair(&LinearConfig::new(6, 4), &device);
@@ -208,6 +210,7 @@ mod tests {
 
     #[test]
     fn other_cases_are_burns_linear() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu().autodiff();
         crate::train::seed(&device, 13);
         let (ours, theirs) = pair(&LinearConfig::new(5, 3), &device);
@@ -221,6 +224,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "axis 1 expected 4, got 3")]
     fn a_wrong_input_width_panics_with_burns_message() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let layer = LinearConfig::new(4, 2).init(&device);
         let _ = layer.forward(Tensor::<2>::zeros([1, 3], &device));
@@ -228,6 +232,7 @@ mod tests {
 
     #[test]
     fn initialisation_and_display_match_burns() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         // Parameters are drawn on first use, so each layer's are drawn right after its seed.
         crate::train::seed(&device, 14);

@@ -208,6 +208,7 @@ mod tests {
 
     #[test]
     fn sgd_update_leaves_shared_values_alone() {
+        let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
         let param = Tensor::<2>::random([300, 200], Distribution::Default, &device);
         let grad = Tensor::<2>::random([300, 200], Distribution::Default, &device);

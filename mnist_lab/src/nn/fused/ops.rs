@@ -618,6 +618,7 @@ mod tests {
 
     #[test]
     fn columns_are_burns_unfolded_patches() {
+        let _random = crate::testing::random_numbers();
         let device = Device::flex();
         let x = Tensor::<3>::random([2, 7, 6], Distribution::Default, &device);
         let pixels = x.to_data().as_slice::<f32>().unwrap().to_vec();
@@ -641,6 +642,7 @@ mod tests {
 
     #[test]
     fn adding_columns_back_is_the_transpose_of_taking_them() {
+        let _random = crate::testing::random_numbers();
         // <columns(x), c> = <x, image(c)> for every x and c.
         let shape = shape(3, 6, 5, [2, 3]);
         let device = Device::flex();
