@@ -102,7 +102,8 @@ def main():
     p.add_argument("--runs", type=int, default=5, help="timed runs per figure, per round")
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--peak-gflops", type=float, default=None,
-                   help="the CPU's peak GFLOP/s (520 for the 2-core Zen 5 lab machine)")
+                   help="the CPU's peak GFLOP/s, for the %%-of-peak column "
+                        "(bench/README.md measures the lab machine's)")
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps, 1 round")
     p.add_argument("--python", default=os.path.join(HERE, ".venv", "bin", "python"))
     p.add_argument("--rust-bin", default=None,
