@@ -11,14 +11,17 @@ Commands, and the module that holds each:
     setup      install.py    writes the kernelspec (.lab/jupyter), the build slots' template
                              and the GPU features crate (.lab/evcxr), then the warm build
     lab        install.py    opens JupyterLab on notebooks/ with the project's kernel
-    kernel     kernel.py     the kernel launcher and proxy that the kernelspec runs
-    cargo      kernel.py     the `cargo` that rust-analyzer runs inside the kernel
+    kernel     kernel.py     the kernel launcher that the kernelspec runs: it takes a build
+                             slot (slots.py), starts evcxr_jupyter with the Cargo home of
+                             cargo_shim.py, warms it up and runs the proxy (proxy.py)
+    cargo      cargo_shim.py the `cargo` that rust-analyzer runs inside the kernel
     warm-up    notebooks.py  builds the kernel by running the warm-up code, times a fresh one
     notebooks  notebooks.py  executes the notebooks headless and checks their outputs
     strip      notebooks.py  removes outputs from notebooks before a commit
-    test       test_warm_up.py, then test_kernel.py: the checks that need no kernel (every
-                             notebook's first cell against the warm-up's lines), then the
-                             proxy's tests on a real kernel (`--no-kernel`: the first only)
+    test       test_kernel.py runs the tests that need no kernel (test_warm_up.py: every
+                             notebook's first cell against the warm-up's lines; test_proxy.py,
+                             test_cargo_shim.py, test_slots.py), then the kernel's tests on a
+                             real kernel (`--no-kernel`: the first only)
     targets    targets.py    measures the README's notebook targets
     memory     memory.py     measures a kernel's memory over several lecture runs
     browser    browser.py    looks at live training and the stop button in Chromium

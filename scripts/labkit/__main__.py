@@ -39,9 +39,9 @@ def main(argv):
 
         return kernel.main(rest)
     if command == "cargo":
-        from labkit import kernel
+        from labkit import cargo_shim
 
-        return kernel.cargo_for_analyzer(rest)
+        return cargo_shim.cargo_for_analyzer(rest)
     with_project_jupyter()
     if command in ("setup", "lab"):
         from labkit import install

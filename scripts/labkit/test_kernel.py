@@ -1,16 +1,20 @@
-"""Tests of the kernel proxy in kernel.py, on a real kernel driven through jupyter_client: the
-project's kernelspec, evcxr_jupyter, mnist_lab.
+"""Tests of the kernel launcher (kernel.py and the modules it runs: slots.py, cargo_shim.py,
+proxy.py) on a real kernel driven through jupyter_client: the project's kernelspec,
+evcxr_jupyter, mnist_lab.
 
     .venv/bin/python scripts/labkit test [-k NAME]... [--no-kernel]
 
 `cargo xtask test` runs them after `cargo test` and before the notebooks (with MNIST_LAB_DATA
-set when given `--data`). They need `cargo xtask setup` first. The tests that need no kernel
-(test_warm_up.py: every notebook's first cell against the warm-up's lines) run first; with
-`--no-kernel`, only they run.
+set when given `--data`). They need `cargo xtask setup` first. The unit tests, which need no
+kernel, run first (UNIT_TESTS, every other labkit/test_*.py: among them every notebook's first
+cell against the warm-up's lines, the proxy's marker lines, the cargo shim's metadata filter,
+build slots made from a template with real Cargo builds); with `--no-kernel`, only they run.
 
-All tests share one kernel, started once (start and warm-up take about a minute on 2 cores),
-and run in the order below: the stop-button test that has to restart the Rust process, and
-the shutdown, come last. Every wait has a timeout. Exit status 0 when all passed.
+All kernel tests share one kernel, started once (start and warm-up take about a minute on 2
+cores), and run in the order below: the stop-button test that has to restart the Rust
+process, and the shutdown, come last. Every wait has a timeout. The tests check behaviour (what
+comes back, in which order, which files are there); the durations they print are for reading
+only (the README's figures come from `labkit targets`). Exit status 0 when all passed.
 """
 
 import argparse
@@ -19,12 +23,17 @@ import os
 import queue
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from labkit import KERNEL_NAME, PACKAGE, ROOT, jupyter_folder, test_warm_up
+import unittest
+
+from labkit import KERNEL_NAME, PACKAGE, ROOT, jupyter_folder
+
+#: The modules of tests that need no kernel (unittest), run before the kernel's: every
+#: labkit/test_*.py but this one.
+UNIT_TESTS = tuple(f"labkit.{p.stem}" for p in sorted(PACKAGE.glob("test_*.py")) if p.stem != "test_kernel")
 
 STARTUP_TIMEOUT = 900  # a kernel whose slot must be copied or rebuilt takes minutes
 CELL_TIMEOUT = 600  # the first cell that loads mnist_lab may compile it
@@ -53,6 +62,15 @@ class Kernel:
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        self._slot = None
+
+    @property
+    def slot(self):
+        """The kernel's build slot (the folder of its stop file)."""
+        if self._slot is None:
+            result = ok(self.run('println!("{}", std::env::var("MNIST_LAB_STOP_FILE").unwrap());'))
+            self._slot = Path(stdout(result).strip()).parent
+        return self._slot
 
     def close(self):
         try:
@@ -68,33 +86,37 @@ class Kernel:
         self.client.control_channel.send(msg)
         return msg["header"]["msg_id"]
 
-    def run(self, code, timeout=CELL_TIMEOUT, interrupt_after=None):
-        """Executes `code`; returns what came back: `messages` (the cell's iopub messages, with
-        the time each arrived), `reply` (execute_reply), and, when `interrupt_after` seconds
-        after the cell's first output an interrupt was sent, `interrupted` (when), and
-        `interrupt_reply` with `interrupt_replied` (when)."""
+    def run(self, code, timeout=CELL_TIMEOUT, interrupt_when=None):
+        """Executes `code`; returns what came back: `messages` (the cell's iopub messages, each
+        with `seq`, its place among everything received), `reply` (execute_reply, with
+        `replied`, its place), and, when an interrupt was sent (as soon as an iopub message
+        satisfies `interrupt_when`), `interrupted` (the place of that message),
+        `interrupt_reply` and `interrupt_replied`. Durations are kept only to be printed:
+        `seconds` maps the same places to time.monotonic()."""
         client = self.client
         msg_id = client.execute(code)
-        result = {"messages": [], "reply": None, "interrupt_reply": None}
-        started, first_output, idle = time.monotonic(), None, False
-        interrupt_id = None
+        result = {"messages": [], "reply": None, "interrupt_reply": None, "seconds": {}}
+        end, idle, interrupt_id, seq = time.monotonic() + timeout, False, None, 0
+
+        def place(key):
+            nonlocal seq
+            seq += 1
+            result[key] = seq
+            result["seconds"][key] = time.monotonic()
+
         while not (idle and result["reply"] and (interrupt_id is None or result["interrupt_reply"])):
-            now = time.monotonic()
-            expect(now - started < timeout, f"no answer within {timeout} s to:\n{code}")
-            if interrupt_after is not None and interrupt_id is None and first_output is not None:
-                if now - first_output >= interrupt_after:
-                    interrupt_id = self.interrupt()
-                    result["interrupted"] = time.monotonic()
+            expect(time.monotonic() < end, f"no answer within {timeout} s to:\n{code}")
             try:
                 msg = client.get_iopub_msg(timeout=0.05)
                 if msg["parent_header"].get("msg_id") == msg_id:
-                    msg["time"] = time.monotonic()
+                    seq += 1
+                    msg["seq"] = seq
                     result["messages"].append(msg)
-                    kind = msg["msg_type"]
-                    if kind in ("stream", "display_data") and first_output is None:
-                        first_output = msg["time"]
-                    if kind == "status" and msg["content"]["execution_state"] == "idle":
+                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                         idle = True
+                    if interrupt_when is not None and interrupt_id is None and interrupt_when(msg):
+                        interrupt_id = self.interrupt()
+                        place("interrupted")
             except queue.Empty:
                 pass
             for get, key in ((client.get_shell_msg, "reply"), (client.get_control_msg, "interrupt_reply")):
@@ -103,10 +125,16 @@ class Kernel:
                 except queue.Empty:
                     continue
                 if key == "reply" and msg["parent_header"].get("msg_id") == msg_id:
-                    result["reply"], result["replied"] = msg, time.monotonic()
+                    result["reply"] = msg
+                    place("replied")
                 elif key == "interrupt_reply" and msg["parent_header"].get("msg_id") == interrupt_id:
-                    result["interrupt_reply"], result["interrupt_replied"] = msg, time.monotonic()
+                    result["interrupt_reply"] = msg
+                    place("interrupt_replied")
         return result
+
+    def took(self, result, start, end):
+        """Seconds between two places of a run's result (printed, never checked)."""
+        return result["seconds"][end] - result["seconds"][start]
 
 
 def shell_reply(client, msg_id, timeout):
@@ -166,7 +194,7 @@ def test_round_trip(kernel, report):
                            'std::env::var("MNIST_LAB_LIVE").ok());'))
     found = re.fullmatch(r'Some\("(.+/stop)"\) Some\("1"\)\n', stdout(result))
     expect(found, f"the kernel's environment: {stdout(result)!r}")
-    kernel.slot = Path(found.group(1)).parent
+    kernel._slot = Path(found.group(1)).parent
 
 
 def test_display_markers(kernel, report):
@@ -197,21 +225,20 @@ println!("MNIST_LAB_DISPLAY not json: left as text");
 
 
 def test_interrupt_when_idle(kernel, report):
-    """The stop button on an idle kernel does nothing: the variables stay, no stop file."""
+    """The stop button on an idle kernel does nothing: the proxy answers it, no stop file is
+    left, the Rust process keeps its variables."""
     result = ok(kernel.run('let kept: i32 = 41;\nprintln!("{}", std::env::var("MNIST_LAB_STOP_FILE").unwrap());'))
     stop_file = Path(stdout(result).strip())
-    time.sleep(0.5)  # the idle status is in
     started = time.monotonic()
     msg_id = kernel.interrupt()
-    reply = kernel.client.get_control_msg(timeout=10)
-    took = time.monotonic() - started
+    reply = kernel.client.get_control_msg(timeout=60)
+    report(f"idle interrupt answered in {(time.monotonic() - started) * 1000:.0f} ms")
     expect(reply["parent_header"]["msg_id"] == msg_id, "interrupt_reply for another request")
     expect(reply["content"]["status"] == "ok", f"interrupt_reply: {reply['content']}")
-    expect(took < 1.0, f"the idle interrupt took {took:.2f} s to answer")
     expect(not stop_file.exists(), f"the stop file {stop_file} was left behind")
-    report(f"idle interrupt answered in {took * 1000:.0f} ms")
     result = ok(kernel.run("kept + 1"))
     expect(plain(result) == "42", f"`kept` lost: {plain(result)!r}")
+    expect(LOST not in stdout(result, "stderr"), "the process was restarted")
 
 
 def test_interrupt_training(kernel, report):
@@ -228,13 +255,22 @@ println!("data: {} training images", data.train.len());"""
 let model: mnist_lab::models::ConvNet = ConvNetConfig::new(config.hidden_size, config.num_classes).init(&device);
 let (model, report): (mnist_lab::models::ConvNet, TrainingReport) = train(model, &data, &config, &device)?;
 println!("the cell went on after train");"""
-    result = kernel.run(code, interrupt_after=5.0)
+    stop_file = kernel.slot / "stop"
+    # The stop button once training runs: at its display's second update.
+    updates = iter(range(2))
+    result = kernel.run(code, interrupt_when=lambda m: m["msg_type"] == "update_display_data"
+                        and next(updates, None) == 1)
     ok(result, code)
-    took = result["replied"] - result["interrupted"]
-    answered = result["interrupt_replied"] - result["interrupted"]
     expect(result["interrupt_reply"]["content"]["status"] == "ok", f"{result['interrupt_reply']['content']}")
-    expect(took <= 3.0, f"the cell ended {took:.2f} s after the interrupt (3 s at most)")
+    # The proxy answered the interrupt itself once the loop took the stop file, and the cell
+    # went on: the interrupt's reply comes before the cell's.
+    expect(result["interrupted"] < result["interrupt_replied"] < result["replied"],
+           f"order: interrupt {result['interrupted']}, its reply {result['interrupt_replied']}, "
+           f"the cell's reply {result['replied']}")
+    expect(not stop_file.exists(), f"the stop file {stop_file} was not taken")
     expect(LOST not in stdout(result, "stderr"), "the process was restarted")
+    took = kernel.took(result, "interrupted", "replied")
+    answered = kernel.took(result, "interrupted", "interrupt_replied")
     expect("the cell went on after train" in stdout(result), f"stdout: {stdout(result)[-500:]!r}")
     shown = of_type(result, "display_data")
     updates = of_type(result, "update_display_data")
@@ -242,12 +278,10 @@ println!("the cell went on after train");"""
            "no display_data with a display_id during training")
     ids = {m["content"]["transient"]["display_id"] for m in shown if m["content"].get("transient")}
     during = [m for m in updates if m["content"]["transient"]["display_id"] in ids
-              and m["time"] < result["interrupted"]]
+              and m["seq"] < result["interrupted"]]
     expect(during, "no update_display_data for the training display before the interrupt")
-    span = during[-1]["time"] - shown[0]["time"]
     report(f"interrupt to cell end {took * 1000:.0f} ms (interrupt_reply after {answered * 1000:.0f} ms); "
-           f"{len(updates)} updates in all, {len(during)} in the {span:.1f} s before the stop "
-           f"({len(during) / max(span, 1e-9):.2f} per second)")
+           f"{len(updates)} updates in all, {len(during)} before the stop")
 
     result = ok(kernel.run('println!("{:?} {} {}", report.stopped_at, report.steps, data.train.len());'))
     found = re.fullmatch(r"Some\((\d+)\) (\d+) (\d+)\n", stdout(result))
@@ -265,19 +299,24 @@ println!("the cell went on after train");"""
 
 
 def test_interrupt_plain_loop(kernel, report):
-    """The stop button during a loop of the student's own: after STOP_WAIT the interrupt
-    goes to evcxr (which restarts the Rust process), with one line saying so; the kernel
-    works afterwards."""
+    """The stop button during a loop of the student's own: nobody takes the stop file, so
+    after STOP_WAIT the proxy removes it and passes the interrupt to evcxr (which restarts the
+    Rust process), with one line saying so; the kernel works afterwards, without the old
+    variables."""
+    stop_file = kernel.slot / "stop"
     code = 'println!("looping");\nloop { std::thread::sleep(std::time::Duration::from_millis(10)); }'
-    result = kernel.run(code, timeout=120, interrupt_after=1.0)
-    took = result["replied"] - result["interrupted"]
+    result = kernel.run(code, timeout=300, interrupt_when=lambda m: m["msg_type"] == "stream"
+                        and "looping" in m["content"].get("text", ""))
     stderr = stdout(result, "stderr")
     expect(LOST in stderr, f"no message about the restart; stderr: {stderr!r}")
     expect(stderr.count(LOST) == 1, f"the message came {stderr.count(LOST)} times")
+    lost = next(m["seq"] for m in of_type(result, "stream") if LOST in m["content"]["text"])
+    expect(result["interrupted"] < lost < result["replied"],
+           f"order: interrupt {result['interrupted']}, the line {lost}, the cell's reply {result['replied']}")
     expect(result["interrupt_reply"]["content"]["status"] == "ok", f"{result['interrupt_reply']['content']}")
-    expect(2.0 <= took < 10.0, f"the cell ended {took:.2f} s after the interrupt")
-    report(f"own loop: cell ended {took:.2f} s after the interrupt, status "
-           f"{result['reply']['content']['status']}")
+    expect(not stop_file.exists(), f"the stop file {stop_file} was left behind")
+    report(f"own loop: cell ended {kernel.took(result, 'interrupted', 'replied'):.2f} s after the "
+           f"interrupt, status {result['reply']['content']['status']}")
     result = ok(kernel.run("let y: i32 = 2;\ny + 1"))
     expect(plain(result) == "3", f"after the restart: {plain(result)!r}")
     result = kernel.run("kept")
@@ -307,107 +346,51 @@ def test_other_copy_message(kernel, report):
            f"no line saying what to do; stderr: {stdout(result, 'stderr')!r}")
 
 
-def test_pin_follows_the_notebook(kernel, report):
-    """A slot set up for one copy of the project pins the mnist_lab of the copy whose notebook
-    starts the kernel (the launcher's prepare, on a template made for another path)."""
-    from labkit import kernel as launcher
+def test_analyzer_cargo_home(kernel, report):
+    """evcxr_jupyter (and so rust-analyzer) runs with the launcher's Cargo home, whose cargo
+    filters the metadata of crates in the kernel's build slots (test_cargo_shim.py tests that
+    cargo itself)."""
+    from labkit.cargo_shim import SLOTS_VARIABLE
 
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        template, slot, other = folder / "template", folder / "slot-0", folder / "other"
-        (template / "pin").mkdir(parents=True)
-        (slot / "kernel").mkdir(parents=True)
-        (other / "mnist_lab").mkdir(parents=True)
-        (other / "mnist_lab" / "Cargo.toml").write_text("[package]\nname = \"mnist_lab\"\n")
-        (other / "notebooks").mkdir()
-        (template / "Cargo.toml").write_text("[workspace]\n")
-        pin = "[target.'cfg(any())'.dependencies]\nmnist_lab = {{ path = {} }}\n"
-        (template / "pin" / "Cargo.toml").write_text(pin.format(json.dumps(str(ROOT / "mnist_lab"))))
-        here = Path.cwd()
+    expect(Path("/proc").is_dir(), "this test reads evcxr_jupyter's environment from /proc (Linux)")
+    launcher = kernel.manager.provisioner.pid
+    found = []
+    for process in Path("/proc").iterdir():
         try:
-            os.chdir(other / "notebooks")  # where Jupyter starts a kernel for other's notebooks
-            project = launcher.notebook_project(ROOT)
-            os.chdir(ROOT / "notebooks")
-            own = launcher.notebook_project(folder)
-        finally:
-            os.chdir(here)
-        expect(project == other.resolve(), f"the notebook's project: {project}")
-        expect(own == ROOT, f"the kernel's own project's notebooks: {own}")
-        launcher.prepare(slot, template, slot, project)
-        written = (slot / "pin" / "Cargo.toml").read_text()
-        expect(written == pin.format(json.dumps(str(other.resolve() / "mnist_lab"))),
-               f"the slot's pin: {written!r}")
-
-
-def test_analyzer_sees_what_cargo_builds(kernel, report):
-    """The `cargo metadata` that rust-analyzer gets through the launcher's Cargo home
-    (`labkit cargo`) lists only the packages Cargo builds: an optional dependency
-    named only in a weak feature (`log?/std`, as Burn names its backends) is left out for a
-    crate in a build slot, and kept, as Cargo lists it, elsewhere. The kernel's
-    evcxr_jupyter runs with that Cargo home."""
-    import subprocess
-
-    if os.name == "nt":
-        report("skipped: the launcher's Cargo home is for Linux and macOS")
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        crates = {
-            "a": '[dependencies]\nlog = { version = "0.4", optional = true, '
-                 'default-features = false }\n[features]\ndefault = ["std"]\nstd = ["log?/std"]\n',
-            "b": '[dependencies]\na = { path = "../a" }\n',
-        }
-        for name, rest in crates.items():
-            (folder / "slot-0" / name / "src").mkdir(parents=True)
-            (folder / "slot-0" / name / "src" / "lib.rs").write_text("")
-            (folder / "slot-0" / name / "Cargo.toml").write_text(
-                f'[package]\nname = "{name}"\nversion = "0.1.0"\nedition = "2021"\n{rest}'
-            )
-        manifest = folder / "slot-0" / "b" / "Cargo.toml"
-
-        def listed(evcxr_dir):
-            env = dict(os.environ, MNIST_LAB_REAL_CARGO=shutil.which("cargo"),
-                       MNIST_LAB_EVCXR_DIR=str(evcxr_dir))
-            out = subprocess.run(
-                [sys.executable, str(PACKAGE), "cargo", "metadata",
-                 "--format-version", "1", "--manifest-path", str(manifest), "--offline"],
-                env=env, capture_output=True, text=True, timeout=300,
-            )
-            expect(out.returncode == 0, f"cargo metadata through the shim failed: {out.stderr}")
-            return sorted(p["name"] for p in json.loads(out.stdout)["packages"])
-
-        expect(listed(folder / "elsewhere") == ["a", "b", "log"],
-               f"Cargo's own listing: {listed(folder / 'elsewhere')}")
-        expect(listed(folder) == ["a", "b"], f"a build slot's listing: {listed(folder)}")
-    if Path("/proc").is_dir():
-        launcher = kernel.manager.provisioner.pid
-        homes = []
-        for process in Path("/proc").iterdir():
-            try:
-                parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if parent == launcher:  # evcxr_jupyter
-                    environ = (process / "environ").read_bytes().decode(errors="replace")
-                    homes += [v[len("CARGO_HOME="):] for v in environ.split("\0")
-                              if v.startswith("CARGO_HOME=")]
-            except (OSError, ValueError, IndexError):
-                continue
-        home = str(ROOT / ".lab" / "evcxr" / "cargo-home")
-        expect(home in homes, f"evcxr_jupyter's CARGO_HOME: {homes}")
-        report(f"evcxr_jupyter runs with CARGO_HOME={home}")
+            parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == launcher:  # evcxr_jupyter
+                environ = (process / "environ").read_bytes().decode(errors="replace")
+                found.append(dict(v.split("=", 1) for v in environ.split("\0") if "=" in v))
+        except (OSError, ValueError, IndexError):
+            continue
+    expect(len(found) == 1, f"{len(found)} children of the launcher")
+    home = str(ROOT / ".lab" / "evcxr" / "cargo-home")
+    expect(found[0].get("CARGO_HOME") == home, f"evcxr_jupyter's CARGO_HOME: {found[0].get('CARGO_HOME')}")
+    expect(found[0].get(SLOTS_VARIABLE) == str(kernel.slot.parent.resolve()),
+           f"evcxr_jupyter's {SLOTS_VARIABLE}: {found[0].get(SLOTS_VARIABLE)}")
+    shim = (Path(home) / "bin" / "cargo").read_text()
+    expect(f"{PACKAGE}" in shim and " cargo " in shim, f"the Cargo home's cargo: {shim!r}")
+    report(f"evcxr_jupyter runs with CARGO_HOME={home}")
 
 
 def test_shutdown(kernel, report):
-    """A shutdown_request ends evcxr_jupyter, and with it the launcher, quickly."""
-    slot = getattr(kernel, "slot", None)  # known once test_round_trip ran
-    expect(slot is None or (slot / "connection.json").exists(), f"no connection file for evcxr in {slot}")
+    """A shutdown_request ends evcxr_jupyter, and with it the launcher, by itself: the reply
+    comes, the launcher exits with status 0 (not killed) and removes evcxr's connection file."""
+    slot = kernel.slot
+    expect((slot / "connection.json").exists(), f"no connection file for evcxr in {slot}")
     started = time.monotonic()
-    kernel.client.stop_channels()
-    kernel.manager.shutdown_kernel(now=False)
-    took = time.monotonic() - started
-    expect(not kernel.manager.is_alive(), "the kernel still runs")
-    report(f"shutdown took {took:.1f} s")
-    expect(took < 5.0, f"shutdown took {took:.1f} s (Jupyter kills a kernel after 5 s)")
-    expect(slot is None or not (slot / "connection.json").exists(), f"{slot}/connection.json was left behind")
+    msg_id = kernel.client.shutdown()
+    end = time.monotonic() + 60
+    while True:
+        reply = kernel.client.get_control_msg(timeout=max(0.01, end - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    expect(reply["content"].get("status", "ok") == "ok", f"shutdown_reply: {reply['content']}")
+    process = kernel.manager.provisioner.process
+    status = process.wait(timeout=60)
+    report(f"shutdown took {time.monotonic() - started:.1f} s")
+    expect(status == 0, f"the launcher ended with status {status}")
+    expect(not (slot / "connection.json").exists(), f"{slot}/connection.json was left behind")
 
 
 TESTS = [
@@ -416,9 +399,8 @@ TESTS = [
     test_interrupt_when_idle,
     test_interrupt_training,
     test_interrupt_plain_loop,
-    test_pin_follows_the_notebook,
     test_other_copy_message,
-    test_analyzer_sees_what_cargo_builds,
+    test_analyzer_cargo_home,
     test_shutdown,
 ]
 
@@ -427,11 +409,13 @@ def main(argv):
     parser = argparse.ArgumentParser(prog="labkit test", description=__doc__.split("\n")[0])
     parser.add_argument("-k", action="append", help="run only the tests whose name has this")
     parser.add_argument("--no-kernel", action="store_true",
-                        help="only the tests that need no kernel (test_warm_up.py)")
+                        help="only the tests that need no kernel (UNIT_TESTS)")
     args = parser.parse_args(argv)
-    print("labkit test: the tests that need no kernel (test_warm_up.py)", flush=True)
-    if not test_warm_up.run():
-        print("labkit test: FAILED before the kernel proxy's tests (above)", flush=True)
+    print(f"labkit test: the tests that need no kernel ({', '.join(UNIT_TESTS)})", flush=True)
+    suite = unittest.defaultTestLoader.loadTestsFromNames(UNIT_TESTS)
+    outcome = unittest.TextTestRunner(verbosity=2).run(suite)
+    if not outcome.wasSuccessful() or outcome.skipped:
+        print("labkit test: FAILED before the kernel's tests (above)", flush=True)
         return 1
     if args.no_kernel:
         return 0
