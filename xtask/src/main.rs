@@ -6,6 +6,8 @@
 //!   notebook executed and checked.
 //! - `cargo xtask notebooks`: only the notebooks.
 //! - `cargo xtask strip`: removes outputs from the notebooks, before a commit.
+//! - `cargo xtask cuda-llvm`: the LLVM that `--features cuda` links, from PyPI
+//!   (`cuda_llvm`); `lab`/`setup --features cuda` run it first.
 //!
 //! Everything the set-up creates lives in the project: `.venv/` (JupyterLab, nbclient) and
 //! `.lab/` (the kernel, its build folders, executed notebooks). Delete both to start over.
@@ -15,6 +17,7 @@
 //! kernelspec, the kernel's build, the notebooks, the kernel proxy's tests, JupyterLab
 //! (`labkit`).
 
+mod cuda_llvm;
 mod labkit;
 mod setup;
 
@@ -32,6 +35,9 @@ tasks:
              every notebook
   notebooks  execute and check the notebooks only [NOTEBOOK.ipynb ...]
   strip      remove outputs from the notebooks (they are committed without)
+  cuda-llvm  install the LLVM that `--features cuda` links from PyPI into .venv and seed
+             the bundler's folder with it, so that the cuda build downloads nothing
+             (lab/setup with `--features cuda` run it first)
 
 options:
   --data DIR         MNIST folder for the notebooks (sets MNIST_LAB_DATA) [default: the
@@ -111,6 +117,9 @@ fn run(args: &[String]) -> Result {
     };
     let options = parse(rest)?;
     let project = Project::find();
+    if matches!(task.as_str(), "lab" | "setup") && options.features.iter().any(|f| f == "cuda") {
+        cuda_llvm::run(&project)?;
+    }
     match task.as_str() {
         "lab" => {
             let tools = setup::setup_with(&project, setup::Warm::IfNeeded, &options.features)?;
@@ -121,6 +130,7 @@ fn run(args: &[String]) -> Result {
         }
         "setup" => setup::setup_with(&project, setup::Warm::Always, &options.features).map(|_| ()),
         "test" => test(&project, &options),
+        "cuda-llvm" => cuda_llvm::run(&project),
         "notebooks" => {
             let tools = setup::setup(&project, setup::Warm::Never)?;
             labkit::notebooks(&project, &tools, &options)
