@@ -10,6 +10,8 @@ Commands, and the module that holds each:
 
     setup      install.py    writes the kernelspec (.lab/jupyter), the build slots' template
                              and the GPU features crate (.lab/evcxr), then the warm build
+    evcxr      evcxr_release.py  installs evcxr_jupyter for set-up: evcxr's release binary,
+                             its SHA-256 checked, else `cargo install`
     lab        install.py    opens JupyterLab on notebooks/ with the project's kernel
     kernel     kernel.py     the kernel launcher that the kernelspec runs: it takes a build
                              slot (slots.py), starts evcxr_jupyter with the Cargo home of

@@ -16,7 +16,7 @@ import labkit  # noqa: E402  (after the sys.path fix above)
 
 USAGE = """usage: labkit COMMAND [options]   (COMMAND --help for its options)
 
-commands: setup, lab, kernel, cargo, warm-up, notebooks, strip, test, targets, memory, browser
+commands: setup, evcxr, lab, kernel, cargo, warm-up, notebooks, strip, test, targets, memory, browser
 (see scripts/labkit/__init__.py)"""
 
 
@@ -43,6 +43,10 @@ def main(argv):
 
         return cargo_shim.cargo_for_analyzer(rest)
     with_project_jupyter()
+    if command == "evcxr":
+        from labkit import evcxr_release
+
+        return evcxr_release.main(rest)
     if command in ("setup", "lab"):
         from labkit import install
 

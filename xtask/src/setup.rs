@@ -1,6 +1,15 @@
-//! The notebook set-up: finds (or installs) evcxr_jupyter, rust-src and the Python with
-//! JupyterLab, then hands over to the Python package scripts/labkit, which writes the
+//! The notebook set-up: finds (or installs) the Python with JupyterLab, evcxr_jupyter and
+//! rust-src, then hands over to the Python package scripts/labkit, which writes the
 //! project's kernel and builds it (`labkit setup`, see crate::labkit).
+//!
+//! evcxr_jupyter, when none of the tested version is there, comes from evcxr's release
+//! binary for the platform where one is published and its SHA-256 is recorded in the
+//! repository, else from `cargo install`: `labkit evcxr` (scripts/labkit/evcxr_release.py)
+//! decides, downloads, checks and falls back. The download lives in Python, not here: xtask
+//! stays std-only (no HTTP client, no SHA-256, no tar: it compiles in seconds), `curl` is not
+//! on every machine (nor is `tar` on every Windows), and the check that the program runs and
+//! reports 0.22.x starts it as a Jupyter kernel, which needs jupyter_client anyway; so the
+//! Python environment is made first.
 //!
 //! Each step checks first and does nothing when already done, so `cargo xtask lab` is quick
 //! the second time.
@@ -13,8 +22,18 @@ use crate::{Project, Result, cargo};
 
 /// The evcxr_jupyter versions the notebooks are tested with.
 const EVCXR_VERSION: &str = "0.22";
-/// What the project's Python environment needs, for pip.
-const PYTHON_PACKAGES: [&str; 3] = ["jupyterlab>=4,<5", "nbclient>=0.10,<1", "nbformat>=5,<6"];
+/// What the project's Python environment needs, for pip: JupyterLab and the notebook runner;
+/// jsonschema and PyYAML for the test that checks deploy/jupyterhub/config.yaml against the
+/// Zero to JupyterHub chart's schema (`labkit test`).
+const PYTHON_PACKAGES: [&str; 5] = [
+    "jupyterlab>=4,<5",
+    "nbclient>=0.10,<1",
+    "nbformat>=5,<6",
+    "jsonschema>=4,<5",
+    "pyyaml>=6,<7",
+];
+/// What has_packages imports to tell that they are there.
+const PYTHON_IMPORTS: &str = "import jupyterlab, nbclient, nbformat, jsonschema, yaml";
 
 /// The programs the tasks run.
 pub struct Tools {
@@ -44,9 +63,9 @@ pub fn setup(project: &Project, warm: Warm) -> Result<Tools> {
 pub fn setup_with(project: &Project, warm: Warm, features: &[String]) -> Result<Tools> {
     let started = Instant::now();
     check_features(features)?;
-    let evcxr = ensure_evcxr()?;
-    ensure_rust_src();
     let tools = setup_python(project)?;
+    let evcxr = ensure_evcxr(project, &tools)?;
+    ensure_rust_src();
     crate::labkit::setup(project, &tools, &evcxr, warm, features, started.elapsed())?;
     Ok(tools)
 }
@@ -67,11 +86,14 @@ fn check_features(features: &[String]) -> Result {
     }
 }
 
-/// Finds evcxr_jupyter 0.22 (on PATH, conda's included, or in Cargo's bin folder),
-/// installing it with `cargo install` when none of the tested version is there.
-fn ensure_evcxr() -> Result<PathBuf> {
+/// Finds evcxr_jupyter 0.22 (on PATH, conda's included, in Cargo's bin folder, or the one
+/// set-up downloaded into `.lab/bin`); when none of the tested version is there, installs it
+/// with `labkit evcxr`: evcxr's release binary, checked, else `cargo install`.
+fn ensure_evcxr(project: &Project, tools: &Tools) -> Result<PathBuf> {
     let cargo_bin = cargo_home().join("bin").join(exe("evcxr_jupyter"));
-    let candidates = evcxr_candidates(which("evcxr_jupyter"), &cargo_bin);
+    let downloaded = project.lab().join("bin").join(exe("evcxr_jupyter"));
+    let installed = [cargo_bin.as_path(), downloaded.as_path()];
+    let candidates = evcxr_candidates(which("evcxr_jupyter"), &installed);
     let why = match choose_evcxr(&candidates) {
         Ok(found) => {
             println!(
@@ -84,20 +106,26 @@ fn ensure_evcxr() -> Result<PathBuf> {
         Err(why) => why,
     };
     println!(
-        "setup: {why}: installing evcxr_jupyter {EVCXR_VERSION} with `cargo install` (once; \
-         about 10 minutes on 2 cores)"
+        "setup: {why}: installing evcxr_jupyter {EVCXR_VERSION} (evcxr's release binary where \
+         one is published and its checksum recorded, else `cargo install`)"
     );
-    let status = Command::new(cargo())
-        .args(["install", "evcxr_jupyter", "--locked", "--version"])
-        .arg(format!("~{EVCXR_VERSION}"))
-        .status()
-        .map_err(|e| format!("could not run cargo install: {e}"))?;
-    if !status.success() || !cargo_bin.exists() {
-        return Err(format!(
-            "`cargo install evcxr_jupyter --version ~{EVCXR_VERSION}` failed; see its output above"
-        ));
-    }
-    Ok(cargo_bin)
+    run(
+        Command::new(&tools.python)
+            .arg(project.labkit())
+            .arg("evcxr")
+            .arg("--dest")
+            .arg(project.lab().join("bin"))
+            .arg("--series")
+            .arg(EVCXR_VERSION)
+            .arg("--cargo")
+            .arg(cargo())
+            .current_dir(&project.root),
+        "installing evcxr_jupyter (labkit evcxr)",
+    )?;
+    let candidates = evcxr_candidates(None, &installed);
+    choose_evcxr(&candidates)
+        .map(|found| found.path.clone())
+        .map_err(|why| format!("after installing evcxr_jupyter: {why}"))
 }
 
 /// An evcxr_jupyter program and its version, when it can be told.
@@ -108,11 +136,13 @@ struct Evcxr {
 }
 
 /// The evcxr_jupyter programs to consider, in order: the one on PATH (what a user's own
-/// Jupyter would start), then Cargo's.
-fn evcxr_candidates(on_path: Option<PathBuf>, cargo_bin: &Path) -> Vec<Evcxr> {
+/// Jupyter would start), then those set-up installs (Cargo's, the downloaded one).
+fn evcxr_candidates(on_path: Option<PathBuf>, installed: &[&Path]) -> Vec<Evcxr> {
     let mut paths: Vec<PathBuf> = on_path.into_iter().collect();
-    if cargo_bin.is_file() && !paths.iter().any(|p| same_file(p, cargo_bin)) {
-        paths.push(cargo_bin.to_path_buf());
+    for program in installed {
+        if program.is_file() && !paths.iter().any(|p| same_file(p, program)) {
+            paths.push(program.to_path_buf());
+        }
     }
     paths
         .into_iter()
@@ -154,11 +184,15 @@ fn choose_evcxr(candidates: &[Evcxr]) -> std::result::Result<&Evcxr, String> {
 }
 
 /// The version of the evcxr_jupyter at `path` (which has no `--version` option), from what
-/// installed it: `cargo install --list` for Cargo's bin folder, `conda-meta/` for a conda
-/// environment, else the crate paths Cargo compiles into the program
-/// (`evcxr_jupyter-0.22.0/src/...`).
+/// installed it: `evcxr_jupyter.version` beside it for the one set-up downloaded (written
+/// once the program answered as a kernel with that version), `cargo install --list` for
+/// Cargo's bin folder, `conda-meta/` for a conda environment, else the crate paths Cargo
+/// compiles into the program (`evcxr_jupyter-0.22.0/src/...`).
 fn evcxr_version(path: &Path) -> Option<String> {
     let dir = path.parent()?;
+    if let Ok(recorded) = std::fs::read_to_string(dir.join("evcxr_jupyter.version")) {
+        return Some(recorded.trim().to_string());
+    }
     if same_dir(dir, &cargo_home().join("bin")) {
         let listed = Command::new(cargo())
             .args(["install", "--list"])
@@ -289,7 +323,9 @@ pub fn setup_python(project: &Project) -> Result<Tools> {
         )?;
     }
     if !has_packages(&python) {
-        println!("setup: installing JupyterLab and nbclient into .venv (about 250 MB)");
+        println!(
+            "setup: installing JupyterLab, nbclient, jsonschema and PyYAML into .venv (about 250 MB)"
+        );
         run(
             Command::new(&python)
                 .args(["-m", "pip", "install", "--quiet", "--upgrade"])
@@ -312,7 +348,7 @@ fn venv_python(prefix: &Path) -> PathBuf {
 
 fn has_packages(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import jupyterlab, nbclient, nbformat"])
+        .args(["-c", PYTHON_IMPORTS])
         .output()
         .is_ok_and(|out| out.status.success())
 }
@@ -409,7 +445,8 @@ mod tests {
 
         let found = which_in("evcxr_jupyter", &path_with(&bin)).unwrap();
         assert!(found.starts_with(&bin), "{}", found.display());
-        let candidates = evcxr_candidates(Some(found), &env.join("no-cargo/evcxr_jupyter"));
+        let none = env.join("no-cargo/evcxr_jupyter");
+        let candidates = evcxr_candidates(Some(found), &[&none]);
         assert_eq!(candidates.len(), 1);
         assert_eq!(candidates[0].version.as_deref(), Some("0.21.0"));
         let why = choose_evcxr(&candidates).unwrap_err();
@@ -430,7 +467,7 @@ mod tests {
             &dir.join("new"),
             "panicked at /home/u/.cargo/registry/src/x/evcxr-0.22.0/src/module.rs",
         );
-        let candidates = evcxr_candidates(Some(old), &new);
+        let candidates = evcxr_candidates(Some(old), &[&new]);
         assert_eq!(candidates[0].version.as_deref(), Some("0.21.1"));
         assert_eq!(candidates[1].version.as_deref(), Some("0.22.0"));
         // The tested version is used even when an older one comes first on PATH.
@@ -438,10 +475,25 @@ mod tests {
     }
 
     #[test]
+    fn a_downloaded_evcxr_tells_its_version_by_the_file_beside_it() {
+        // A release binary has no crate path with a version in it (evcxr builds it from its
+        // own workspace); set-up writes the version it reported as a kernel beside it.
+        let dir = scratch("downloaded");
+        let old = fake_evcxr(&dir.join("path"), "#!/bin/sh\n");
+        let downloaded = fake_evcxr(&dir.join("lab-bin"), "#!/bin/sh\n");
+        std::fs::write(dir.join("lab-bin/evcxr_jupyter.version"), "0.22.0\n").unwrap();
+        let candidates = evcxr_candidates(Some(old), &[&dir.join("none"), &downloaded]);
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(candidates[0].version, None);
+        assert_eq!(candidates[1].version.as_deref(), Some("0.22.0"));
+        assert_eq!(choose_evcxr(&candidates).unwrap().path, downloaded);
+    }
+
+    #[test]
     fn an_evcxr_of_unknown_version_is_not_used() {
         let dir = scratch("unknown");
         let fake = fake_evcxr(&dir, "#!/bin/sh\n");
-        let candidates = evcxr_candidates(Some(fake), &dir.join("none"));
+        let candidates = evcxr_candidates(Some(fake), &[&dir.join("none")]);
         let why = choose_evcxr(&candidates).unwrap_err();
         assert!(why.contains("cannot be told"), "{why}");
         assert_eq!(
