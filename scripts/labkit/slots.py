@@ -206,7 +206,9 @@ def prepare(slot, manifests, template, project):
             shutil.copy2(source, target)
     pin = slot / "pin" / "Cargo.toml"
     if pin.exists():
-        here = json.dumps(str(project / "mnist_lab"))
+        # Resolved, as evcxr resolves a `:dep`'s relative path: a home whose mnist_lab links to
+        # a shared project's (deploy/image/start.sh) pins the path the notebook's `:dep` names.
+        here = json.dumps(str((project / "mnist_lab").resolve()))
         text = pin.read_text()
         moved = PIN.sub(lambda m: m.group(1) + here, text)
         if moved != text:
