@@ -20,12 +20,15 @@ Commands, and the module that holds each:
     warm-up    notebooks.py  builds the kernel by running the warm-up code, times a fresh one
     notebooks  notebooks.py  executes the notebooks headless and checks their outputs
     strip      notebooks.py  removes outputs from notebooks before a commit
-    test       test_kernel.py runs the tests that need no kernel (test_warm_up.py: every
-                             notebook's first cell against the warm-up's lines; test_proxy.py,
-                             test_cargo_shim.py, test_slots.py), then the kernel's tests on a
-                             real kernel (`--no-kernel`: the first only)
+    test       test_kernel.py runs the tests that need no kernel (every other test_*.py:
+                             test_warm_up.py, every notebook's first cell against the warm-up's
+                             lines; test_proxy.py, test_cargo_shim.py, test_slots.py, the
+                             launcher's parts), then the launcher's tests on a real kernel
+                             (`--no-kernel`: the first only)
     targets    targets.py    measures the README's notebook targets
     memory     memory.py     measures a kernel's memory over several lecture runs
+    second-kernel second_kernel.py  times a second kernel made from the template (as
+                             another user with --user) and the disk its build slot adds
     browser    browser.py    looks at live training and the stop button in Chromium
 
 The warm-up code (warm_up.py) is the one list of `:dep` and `use` lines that the launcher runs

@@ -16,7 +16,8 @@ import labkit  # noqa: E402  (after the sys.path fix above)
 
 USAGE = """usage: labkit COMMAND [options]   (COMMAND --help for its options)
 
-commands: setup, evcxr, lab, kernel, cargo, warm-up, notebooks, strip, test, targets, memory, browser
+commands: setup, evcxr, lab, kernel, cargo, warm-up, notebooks, strip, test, targets, memory,
+second-kernel, browser
 (see scripts/labkit/__init__.py)"""
 
 
@@ -67,6 +68,10 @@ def main(argv):
         from labkit import memory
 
         return memory.main(rest)
+    if command == "second-kernel":
+        from labkit import second_kernel
+
+        return second_kernel.main(rest)
     if command == "browser":
         from labkit import browser
 

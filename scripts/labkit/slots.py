@@ -61,6 +61,10 @@ ARTIFACT = re.compile(r"lib(\w+)-[0-9a-f]{16}\.\w+")
 #: A package of a Cargo.lock that comes from a registry or git (not a path crate).
 LOCKED = re.compile(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "[^"]+"\nsource = ')
 FILLED_FROM = "filled-from"
+#: evcxr's name for the cell crate, and for its copy of each cell's library (evcxr's
+#: module.rs): the cells of the template's own kernel, of no use to another slot.
+CELL_CRATE = "ctx"
+CELL_COPY = re.compile(r"(lib)?code_\d+\.\w+")
 
 
 class SlotError(Exception):
@@ -152,22 +156,24 @@ def shared(folder, name, crates):
 
 def walk(target):
     """The target folder's files, as (folder relative to `target`, name), without the
-    incremental state (of no use to another slot)."""
+    incremental state and the copies of the cells' libraries (of no use to another slot)."""
     for folder, folders, files in os.walk(target):
         folders[:] = sorted(f for f in folders if f != "incremental")
         relative = Path(folder).relative_to(target)
         for name in sorted(files):
-            yield relative, name
+            if not CELL_COPY.fullmatch(name):
+                yield relative, name
 
 
 def template_stamp(template):
-    """What identifies a template's build: its path and each shared file's name, size and
-    modification time (a rebuilt crate changes them)."""
+    """What identifies a template's build: its path and the name, size and modification time
+    of each compiled crate but the cell crate (a rebuilt crate changes them; a cell run in the
+    template's own kernel does not)."""
     built = template / "kernel" / "target"
-    crates = registry_crates(template / "Cargo.lock")
     digest = hashlib.sha256(str(template).encode())
     for folder, name in walk(built):
-        if shared(folder, name, crates):
+        found = ARTIFACT.fullmatch(name)
+        if folder.name == "deps" and found and found.group(1) != CELL_CRATE:
             info = (built / folder / name).stat()
             digest.update(f"{folder / name} {info.st_size} {info.st_mtime_ns}\n".encode())
     return digest.hexdigest()

@@ -19,7 +19,6 @@ read-only instead.
 import hashlib
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import unittest
 from pathlib import Path
 
 from labkit import PACKAGE, ROOT, slots
+from labkit.second_kernel import OtherUser
 
 STUDENT = "labkit-student"
 TIMEOUT = 600  # one small build on a loaded machine
@@ -57,31 +57,23 @@ def host_triple():
 
 class Student:
     """Runs commands as a user who cannot write the template: a real other user when this
-    process is root, else this user (with the template made read-only)."""
+    process is root (second_kernel.OtherUser), else this user (with the template made
+    read-only)."""
 
     def __init__(self, home):
-        self.home = home
-        self.created = False
-        self.prefix = []
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(STUDENT)
-            except KeyError:
-                subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                                STUDENT], check=True, capture_output=True)
-                self.created = True
-            shutil.chown(home, STUDENT, STUDENT)
-            self.prefix = ["setpriv", f"--reuid={STUDENT}", f"--regid={STUDENT}", "--clear-groups",
-                           "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
-        self.uid = pwd.getpwnam(STUDENT).pw_uid if self.prefix else os.geteuid()
+        self.other = OtherUser(STUDENT) if os.geteuid() == 0 else None
+        if self.other:
+            self.other.own(home)
+        self.prefix = self.other.prefix if self.other else []
+        self.uid = self.other.uid if self.other else os.geteuid()
 
     def run(self, command, cwd, env):
         return subprocess.run(self.prefix + command, cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=TIMEOUT)
 
     def close(self):
-        if self.created:
-            subprocess.run(["userdel", STUDENT], capture_output=True)
+        if self.other:
+            self.other.close()
 
 
 def cell_crate(folder, project, body):
