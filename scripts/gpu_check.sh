@@ -2,7 +2,9 @@
 # The GPU path on a machine with a GPU, in one command (under 10 minutes on a workstation):
 #
 #   1. builds `mnist-lab` (release) with the `wgpu` feature, and `cuda` too where an NVIDIA
-#      driver is there and the build can fetch its LLVM bundle (it needs the network);
+#      driver is there (its LLVM from PyPI first: `cargo xtask cuda-llvm`); then the checks
+#      against the CPU on each GPU backend built (tests/cuda.rs with `--include-ignored`,
+#      tests/wgpu.rs: same starting weights, per-step losses, accuracy), in the same build;
 #   2. `mnist-lab bench` on each GPU backend built (training and evaluation images/s);
 #   3. the headless lecture on the GPU, and on the CPU for comparison (mnist-mini: 8,000
 #      training images, 22 epochs in all);
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --data) DATA="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --bin) PREBUILT="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -58,14 +60,15 @@ CUDA_NOTE=""
 if [ -n "$PREBUILT" ]; then
   say "using the prebuilt $PREBUILT (wgpu)"
   cp "$PREBUILT" "$BIN"
-  CUDA_NOTE="not built: this machine has no Rust, and the cuda build downloads an LLVM bundle"
+  CUDA_NOTE="not built: this machine has no Rust (build with --features wgpu,cuda elsewhere)"
 elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-  say "building mnist-lab with --features wgpu,cuda (log: $OUT/build-cuda.log)"
-  if cargo build --release -p mnist_lab --bin mnist-lab --features wgpu,cuda \
-      >"$OUT/build-cuda.log" 2>&1; then
+  say "the LLVM for the cuda build, then mnist-lab with --features wgpu,cuda (log: $OUT/build-cuda.log)"
+  if cargo xtask cuda-llvm >"$OUT/build-cuda.log" 2>&1 && tail -n 1 "$OUT/build-cuda.log" \
+      && cargo build --release -p mnist_lab --bin mnist-lab --features wgpu,cuda \
+        >>"$OUT/build-cuda.log" 2>&1; then
     FEATURES=wgpu,cuda
   else
-    CUDA_NOTE="the cuda build failed (its LLVM bundle is downloaded at build time; see $OUT/build-cuda.log)"
+    CUDA_NOTE="the cuda build failed (see $OUT/build-cuda.log)"
     echo "$CUDA_NOTE: going on with wgpu alone"
   fi
 else
@@ -79,6 +82,20 @@ if [ -z "$PREBUILT" ]; then
   fi
   # A copy, so that a later plain build does not replace the binary under us.
   cp target/release/mnist-lab "$BIN"
+  # The checks against the CPU, in the same release build. A failure is reported in the
+  # table's notes and the run goes on to measure.
+  TESTS=(--test wgpu)
+  [[ "$FEATURES" == *cuda* ]] && TESTS+=(--test cuda)
+  say "the GPU checks: cargo test ${TESTS[*]} -- --include-ignored (log: $OUT/checks.log)"
+  if cargo test --release -p mnist_lab --features "$FEATURES" "${TESTS[@]}" \
+      -- --include-ignored --test-threads 1 >"$OUT/checks.log" 2>&1; then
+    CHECKS_NOTE="passed: ${TESTS[*]}"
+  else
+    CHECKS_NOTE="FAILED (see $OUT/checks.log)"
+  fi
+  grep -E '^test result|^test .*(FAILED|ok)$' "$OUT/checks.log" || true
+else
+  CHECKS_NOTE="not run: the prebuilt binary has no tests"
 fi
 
 DEVICES=()
@@ -132,10 +149,10 @@ fi
 
 # 5. The table.
 say "table"
-python3 - "$OUT" "$LECTURE_DEVICE" "$QUICK" "$CUDA_NOTE" "$TORCH_NOTE" "${DEVICES[@]}" <<'PY'
+python3 - "$OUT" "$LECTURE_DEVICE" "$QUICK" "$CUDA_NOTE" "$TORCH_NOTE" "$CHECKS_NOTE" "${DEVICES[@]}" <<'PY'
 import json, os, sys
 
-out, lecture_device, quick, cuda_note, torch_note, *devices = sys.argv[1:]
+out, lecture_device, quick, cuda_note, torch_note, checks_note, *devices = sys.argv[1:]
 
 def load(name):
     path = os.path.join(out, name)
@@ -194,6 +211,7 @@ if cuda_note:
     notes.append(f"CUDA not measured: {cuda_note}")
 if torch_note:
     notes.append(f"PyTorch not measured: {torch_note}")
+notes.append(f"Checks against the CPU (same weights, losses, accuracy): {checks_note}")
 text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 print(text)
 open(os.path.join(out, "gpu_check.md"), "w").write(text)
