@@ -317,8 +317,12 @@ fn choose(choice: DeviceChoice) -> Result<(Device, String)> {
             Err(why) => Err(Error::Device {
                 message: format!(
                     "device `cuda` was asked for, but CUDA is not available ({why}). Use \
-                     --device cpu (or DeviceChoice::Cpu), or rebuild with --features cuda on a \
-                     machine with an NVIDIA driver."
+                     --device cpu (or DeviceChoice::Cpu), or {}.",
+                    if cfg!(feature = "cuda") {
+                        "run on a machine with an NVIDIA GPU and its driver"
+                    } else {
+                        "rebuild with --features cuda on a machine with an NVIDIA driver"
+                    }
                 ),
             }),
         },
@@ -389,10 +393,19 @@ fn cuda_line(device: &Device) -> String {
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 use crate::check::quietly;
 
+/// The NVIDIA driver's library, which Burn's CUDA backend (through cudarc) loads at run time:
+/// no CUDA toolkit is needed, but without the driver there is no CUDA device.
+#[cfg(feature = "cuda")]
+const CUDA_DRIVER: [&str; 2] = ["libcuda.so.1", "libcuda.so"];
+
+/// The first CUDA device, touched once; or why there is none: no driver (the loader's own
+/// words, e.g. `no NVIDIA driver: libcuda.so.1: cannot open shared object file: No such file
+/// or directory`), a driver that lists no GPU, or a driver that fails.
 #[cfg(feature = "cuda")]
 fn cuda() -> std::result::Result<Device, String> {
     use burn::tensor::DeviceType;
     let found = quietly(|| {
+        // An empty list when the driver's library is not there (cubecl asks before loading it).
         let devices = Device::enumerate(DeviceType::Cuda).into_vec();
         let device = devices.into_iter().next()?;
         // Touch the device once so a broken driver shows up here, not mid-training.
@@ -401,9 +414,47 @@ fn cuda() -> std::result::Result<Device, String> {
     });
     match found {
         Ok(Some(device)) => Ok(device),
-        Ok(None) => Err("no NVIDIA GPU found".into()),
-        Err(_) => Err("no driver found".into()),
+        Ok(None) => Err(match load_library(&CUDA_DRIVER) {
+            Err(why) => format!("no NVIDIA driver: {why}"),
+            Ok(name) => format!("the NVIDIA driver ({name}) lists no GPU"),
+        }),
+        Err(panic) => Err(format!(
+            "the CUDA driver failed: {}",
+            panic.lines().next().unwrap_or_default()
+        )),
     }
+}
+
+/// Loads (and unloads again) the first of `names` that the system's loader finds, and returns
+/// its name; else the loader's error for the first one.
+#[cfg(all(feature = "cuda", target_os = "linux", target_env = "gnu"))]
+fn load_library(names: &[&str]) -> std::result::Result<String, String> {
+    use std::ffi::{CStr, CString};
+    let mut first_error = None;
+    for name in names {
+        let Ok(c_name) = CString::new(*name) else {
+            continue;
+        };
+        // SAFETY: dlopen with a valid C string; the handle is closed at once and no symbol
+        // is used. dlerror's text is copied before the next dl call.
+        unsafe {
+            let handle = libc::dlopen(c_name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+            if !handle.is_null() {
+                libc::dlclose(handle);
+                return Ok((*name).to_string());
+            }
+            let error = libc::dlerror();
+            if first_error.is_none() && !error.is_null() {
+                first_error = Some(CStr::from_ptr(error).to_string_lossy().into_owned());
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| format!("none of {} would load", names.join(", "))))
+}
+
+#[cfg(all(feature = "cuda", not(all(target_os = "linux", target_env = "gnu"))))]
+fn load_library(_names: &[&str]) -> std::result::Result<String, String> {
+    Err("the NVIDIA driver's library was not found".into())
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -624,6 +675,50 @@ mod tests {
             err.contains("--features cuda") && err.contains("--device cpu"),
             "{err}"
         );
+    }
+
+    #[cfg(all(feature = "cuda", target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_driver_library_that_is_not_there_is_named_with_the_loaders_words() {
+        let why = load_library(&["libcuda-mnist-lab-absent.so.1"]).unwrap_err();
+        assert!(
+            why.contains("libcuda-mnist-lab-absent.so.1") && why.contains("cannot open"),
+            "{why}"
+        );
+        // The C library is always there: the loader itself works.
+        assert_eq!(load_library(&["libc.so.6"]).unwrap(), "libc.so.6");
+    }
+
+    /// On any machine: `cuda` and `auto` agree. With an NVIDIA GPU both train on it; without
+    /// one, `cuda` fails in one line that says why and what to do, and `auto` trains on the
+    /// CPU giving the same reason (without a driver: `no NVIDIA driver: libcuda.so.1: ...`).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_and_auto_agree_on_whether_there_is_an_nvidia_gpu() {
+        let (auto, auto_line) = choose(DeviceChoice::Auto).unwrap();
+        match choose(DeviceChoice::Cuda) {
+            Ok((gpu, line)) => {
+                assert!(line.contains("training on cuda"), "{line}");
+                assert!(device_label(&gpu).starts_with("cuda"), "{gpu:?}");
+                assert_eq!(auto, gpu, "{auto_line}");
+            }
+            Err(err) => {
+                let err = err.to_string();
+                assert_eq!(err.lines().count(), 1, "{err}");
+                assert!(err.contains("--device cpu"), "{err}");
+                assert!(!err.contains("--features cuda"), "a cuda build: {err}");
+                let why = cuda().unwrap_err();
+                assert!(err.contains(&format!("({why})")), "{err}");
+                if let Err(loader) = load_library(&CUDA_DRIVER) {
+                    assert_eq!(why, format!("no NVIDIA driver: {loader}"));
+                }
+                if !cfg!(feature = "wgpu") {
+                    assert!(is_cpu(&auto), "{auto_line}");
+                    assert!(auto_line.contains(&why), "{auto_line}");
+                    assert!(auto_line.contains("training on the CPU"), "{auto_line}");
+                }
+            }
+        }
     }
 
     #[test]
