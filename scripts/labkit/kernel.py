@@ -76,6 +76,21 @@ def own_connection_file(jupyter, path):
     return json.loads(path.read_text())
 
 
+#: What `cargo run` sets for the program it runs (`cargo xtask` is one), which every process
+#: started from it inherits: a build script that tracks one (ring's tracks CARGO_MANIFEST_DIR)
+#: makes Cargo rebuild it, and all that depends on it, in a kernel started otherwise.
+CARGO_RUN_VARIABLES = ("CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME",
+                       "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR")
+
+
+def build_environment(environ):
+    """evcxr's environment: this one without what `cargo run` set, so that every kernel
+    builds in the same environment, whoever started it (and the template's build stays fresh
+    for all)."""
+    return {k: v for k, v in environ.items()
+            if k not in CARGO_RUN_VARIABLES and not k.startswith("CARGO_PKG_")}
+
+
 def serve(root, slot, project, evcxr, connection_file):
     """Runs evcxr_jupyter in `slot` behind the proxy until it ends; returns its exit status."""
     jupyter = json.loads(Path(connection_file).read_text())
@@ -86,7 +101,7 @@ def serve(root, slot, project, evcxr, connection_file):
     log = slot / "proxy.log"
     log.unlink(missing_ok=True)
 
-    env = dict(os.environ)
+    env = build_environment(os.environ)
     env["EVCXR_TMPDIR"] = str(slot / "kernel")
     cargo_home = cargo_shim.analyzer_cargo_home(root)
     if cargo_home:

@@ -14,8 +14,11 @@ registry crate's fingerprint is the template's).
 and removed afterwards), who cannot write the project: its slot goes under a fresh home of its
 own, made from the template (the project's .lab/evcxr/slot-0, or MNIST_LAB_TEMPLATE). The user
 runs with one capability, reading any file (CAP_DAC_READ_SEARCH), because the toolchain and
-Cargo home are in root's private home here; writing is checked as for any user. Without
-`--user`, the kernel runs as this user with MNIST_LAB_SLOTS set to a fresh folder.
+Cargo home are in root's private home here; writing is checked as for any user. (With a
+toolchain in root's 0700 home this still fails at the first link: collect2 looks for the linker
+with access(), which ignores capabilities. It needs a toolchain every user can run, as a
+shared server has.) Without `--user`, the kernel runs as this user with MNIST_LAB_SLOTS set to
+a fresh folder.
 """
 
 import argparse

@@ -265,6 +265,13 @@ class Pin(unittest.TestCase):
 
 
 class Settings(unittest.TestCase):
+    def test_the_kernels_build_environment_has_nothing_of_cargo_run(self):
+        from labkit.kernel import build_environment
+
+        given = {"CARGO_MANIFEST_DIR": "/p/xtask", "CARGO_PKG_NAME": "xtask", "CARGO": "/c",
+                 "CARGO_PRIMARY_PACKAGE": "1", "CARGO_HOME": "/h", "PATH": "/bin", "HOME": "/u"}
+        self.assertEqual(build_environment(given), {"CARGO_HOME": "/h", "PATH": "/bin", "HOME": "/u"})
+
     def test_a_template_without_a_build_is_one_clear_line(self):
         with tempfile.TemporaryDirectory() as folder:
             with self.assertRaises(slots.SlotError) as caught:
