@@ -11,7 +11,7 @@ xtask lab`'s JupyterLab:
   folder, which the tools put in front of JUPYTER_PATH: the user's own kernels stay as they
   are. It runs this package's `kernel` command (kernel.py) with the Python given (`--python`,
   by default this one), and names evcxr_jupyter (`--evcxr`) and the build slots' folder;
-- the Cargo workspace each build slot starts from, `.lab/evcxr/template` (see kernel.py);
+- the Cargo workspace each build slot starts from, `.lab/evcxr/template` (see slots.py);
 - for GPU `--features`, the crate that builds the kernel's mnist_lab with them (below);
 
 then, as `--warm` says, builds the kernel's dependencies: `always` (`cargo xtask setup`),
@@ -154,7 +154,7 @@ def write_kernel(root, python, evcxr):
 
 
 def write_build_template(root, features):
-    """The Cargo workspace each build slot starts from (see kernel.py). The pin names the
+    """The Cargo workspace each build slot starts from (see slots.py). The pin names the
     kernel's GPU `features` too, so their dependencies stay in the slot's lock."""
     template = evcxr_folder(root) / "template"
     (template / "pin").mkdir(parents=True, exist_ok=True)
