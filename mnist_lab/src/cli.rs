@@ -6,7 +6,6 @@
 //! API is [`crate::data`], [`crate::models`], [`crate::train`], [`crate::plot`] and
 //! [`crate::device`].
 
-use std::fmt::Write;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -14,7 +13,8 @@ use burn::tensor::Device;
 use crate::Result;
 use crate::data::Mnist;
 use crate::models::ModelKind;
-use crate::train::{self, TrainingConfig, TrainingReport, thousands};
+pub use crate::report::results_table;
+use crate::train::{self, TrainingConfig, TrainingReport};
 
 /// The lecture's runs, in its order: each model for 3 epochs, then conv2 for 10.
 pub const LECTURE_RUNS: [(ModelKind, usize); 5] = [
@@ -60,52 +60,4 @@ pub fn run_model_and_save(
         model.save(path)?;
     }
     Ok(report)
-}
-
-/// A text table of runs: model, epochs, steps, test accuracy, seconds, images/s.
-///
-/// ```
-/// # use mnist_lab::train::TrainingReport;
-/// # let report: TrainingReport = serde_json::from_str(r#"{"model":"fc","epochs":3,"steps":240,
-/// #   "batch_size":100,"learning_rate":0.001,"seed":1,"losses":[],"epoch_seconds":[1.0],
-/// #   "epoch_images_per_second":[8000.0],"train_seconds":3.0,"images_per_second":8000.0,
-/// #   "test_accuracy":36.5,"test_total":2000,"device":"cpu (flex)"}"#).unwrap();
-/// let table = mnist_lab::cli::results_table(&[report]);
-/// assert!(table.contains("| fc    |      3 |   240 |   36.5 % |"));
-/// ```
-pub fn results_table(reports: &[TrainingReport]) -> String {
-    let width = reports
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| {:width$} | epochs | steps | accuracy | train s | images/s |",
-        "model"
-    );
-    let _ = writeln!(
-        out,
-        "|{:-<w$}|--------|-------|----------|---------|----------|",
-        "",
-        w = width + 2
-    );
-    for r in reports {
-        let accuracy = r
-            .test_accuracy
-            .map(|a| format!("{a:6.1} %"))
-            .unwrap_or_else(|| "       -".into());
-        let _ = writeln!(
-            out,
-            "| {:width$} | {:>6} | {:>5} | {accuracy} | {:>7.1} | {:>8} |",
-            r.name,
-            r.epochs,
-            r.steps,
-            r.train_seconds,
-            thousands(r.images_per_second)
-        );
-    }
-    out
 }

@@ -391,7 +391,7 @@ fn cuda_line(device: &Device) -> String {
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-use crate::check::quietly;
+use crate::panics::quietly;
 
 /// The NVIDIA driver's library, which Burn's CUDA backend (through cudarc) loads at run time:
 /// no CUDA toolkit is needed, but without the driver there is no CUDA device.
@@ -602,8 +602,8 @@ pub fn seed(device: &Device, seed: u64) {
 /// Parameters are still drawn when first used, as Burn draws them (on the CPU, in the
 /// order the model first uses them, so the CPU's order and values are kept); only
 /// parameters not drawn yet are affected. On the CPU itself, or in a build without a CPU
-/// backend, `module` is returned as it is. Drawing 1.4 million parameters (conv2's fc1)
-/// and copying them to the device takes a few milliseconds.
+/// backend, `module` is returned as it is. Drawing conv2's fc1 (14.6 million parameters)
+/// and copying it to the device is a one-off cost at the model's first forward pass.
 pub fn draw_on_cpu<M: Module>(module: M, device: &Device) -> M {
     let Ok(cpu) = cpu_device() else {
         return module;

@@ -9,9 +9,10 @@
 //!
 //! - **the lesson API**, what a notebook meets (all of it in the [prelude]): the MNIST [data]
 //!   pipeline, the lecture's four [models], the [device] choice, the [train]ing loop and
-//!   evaluation, the loss [plot]s, a look [inspect]ing a model (its layers, filters and
-//!   mistakes), [save]d models, the layers of [nn], and the [live] display and [check]s
-//!   around them;
+//!   evaluation with its [report], the loss [plot]s, a look [inspect]ing a model (its layers,
+//!   filters and mistakes), [save]d models, the building blocks of [nn] (the layers and the
+//!   [`Classifier`](nn::Classifier) trait), the [live] display and [check]s around them, and
+//!   helpers for [testing] code that trains;
 //! - **the tools**: [cli] (the lecture's plan and tables, for the `mnist-lab` program) and
 //!   [bench](mod@bench) (images/s and GFLOP/s);
 //! - **the speed layer**, [`nn::fused`] (feature `fused`, on by default): hand-written CPU
@@ -45,8 +46,11 @@ pub mod live;
 pub mod models;
 pub mod nn; // the layers; the speed layer is `nn::fused`
 pub mod output;
+mod panics;
 pub mod plot;
+pub mod report;
 pub mod save;
+pub mod testing;
 pub mod train;
 
 // The tools.
@@ -55,26 +59,8 @@ pub mod cli;
 
 pub use error::{Error, Result};
 
-/// What the unit tests of several modules share.
-#[cfg(test)]
-mod testing {
-    use std::sync::{Mutex, MutexGuard};
-
-    /// Holds the random number generators for one test: every unit test that draws random
-    /// numbers (a layer's weights, a random tensor, a training run) takes this first.
-    ///
-    /// Burn's CPU generator is one per process and the tests run in parallel, so a draw in
-    /// one test moves the sequence another test seeded. A test that seeds twice and compares
-    /// the two draws would otherwise fail now and then.
-    pub fn random_numbers() -> MutexGuard<'static, ()> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
 /// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`.
 pub mod prelude {
-    pub use crate::cli::results_table;
     pub use crate::data::{Mnist, MnistBatch};
     pub use crate::device::{Device, DeviceChoice, pick_device};
     pub use crate::inspect::{Interpretation, feature_maps_chart, filters_chart, predict, summary};
@@ -84,6 +70,7 @@ pub mod prelude {
     };
     pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
+    pub use crate::report::results_table;
     pub use crate::save::{load, save};
     pub use crate::train::{TrainingConfig, TrainingReport, evaluate, seed, train};
     pub use crate::{Error, Result};

@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::train::thousands;
+use crate::report::thousands;
 
 /// Environment variable naming the stop file (set by the project's kernel launcher).
 pub const STOP_FILE_VAR: &str = "MNIST_LAB_STOP_FILE";

@@ -25,7 +25,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::data::{IMAGE_SIDE, Split};
-use crate::train::TrainingReport;
+use crate::report::TrainingReport;
 use crate::{Error, Result};
 
 /// A chart: an SVG document, the same picture as a PNG, and a one-line description.

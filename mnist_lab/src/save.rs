@@ -92,7 +92,7 @@ pub fn load<M: Module>(skeleton: M, path: impl AsRef<Path>) -> Result<M> {
     let record = ModuleRecord::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes))
         .map_err(|e| damaged(e.to_string()))?;
     // Each parameter is loaded onto the device of the skeleton's parameter it replaces.
-    crate::check::quietly(|| skeleton.try_load_record(record))
+    crate::panics::quietly(|| skeleton.try_load_record(record))
         .map_err(damaged)?
         .map_err(|e| damaged(e.to_string()))
 }

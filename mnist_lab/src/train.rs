@@ -24,12 +24,12 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
 use crate::live::{self, LiveDisplay, Progress, StopSignal};
 use crate::models::Classifier;
 use crate::nn::fused::{on_pool, sgd};
+pub use crate::report::{TrainingReport, thousands};
 use crate::{Error, Result, check};
 
 /// The lecture's hyper-parameters, with its values as defaults.
@@ -136,75 +136,6 @@ fn max_steps_from_env() -> Option<usize> {
             eprintln!("MNIST_LAB_MAX_STEPS = {value:?} is not a whole number; no step limit");
             None
         }
-    }
-}
-
-/// What a training run did: every step's loss and the time it took.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainingReport {
-    /// A name for legends and tables, e.g. `fc-relu` (`model` in JSON).
-    #[serde(rename = "model")]
-    pub name: String,
-    /// Epochs run (the last may be partial when `max_steps` cut it short).
-    pub epochs: usize,
-    /// SGD steps taken.
-    pub steps: usize,
-    /// Images per step.
-    pub batch_size: usize,
-    /// SGD's step size.
-    pub learning_rate: f64,
-    /// The shuffling seed.
-    pub seed: u64,
-    /// The loss at every step, in order.
-    pub losses: Vec<f32>,
-    /// Wall-clock seconds of each epoch.
-    pub epoch_seconds: Vec<f64>,
-    /// Training images per second in each epoch.
-    pub epoch_images_per_second: Vec<f64>,
-    /// Total training seconds.
-    pub train_seconds: f64,
-    /// Training images per second over the whole run.
-    pub images_per_second: f64,
-    /// Test accuracy in percent, once [`TrainingReport::set_accuracy`] was called.
-    pub test_accuracy: Option<f64>,
-    /// Test images the accuracy was measured on.
-    pub test_total: Option<usize>,
-    /// The device trained on, e.g. `cpu (flex)`.
-    pub device: String,
-    /// The step after which the stop button (or Ctrl+C) ended the run early; `None` when it
-    /// ran to the end.
-    #[serde(default)]
-    pub stopped_at: Option<usize>,
-}
-
-impl TrainingReport {
-    /// Renames the run (the name shows in legends and tables).
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Records the test accuracy, in percent, measured on `total` images.
-    pub fn set_accuracy(&mut self, accuracy: f64, total: usize) {
-        self.test_accuracy = Some(accuracy);
-        self.test_total = Some(total);
-    }
-
-    /// The mean loss over the last `n` steps (or all, if fewer): a steadier figure for where
-    /// a run ended than the last batch's loss alone.
-    ///
-    /// ```
-    /// # let mut report: mnist_lab::train::TrainingReport = serde_json::from_str(r#"{"model":"fc",
-    /// #   "epochs":1,"steps":3,"batch_size":100,"learning_rate":0.001,"seed":1,"losses":[],
-    /// #   "epoch_seconds":[],"epoch_images_per_second":[],"train_seconds":0.0,
-    /// #   "images_per_second":0.0,"test_accuracy":null,"test_total":null,"device":"cpu"}"#).unwrap();
-    /// report.losses = vec![3.0, 1.0, 2.0];
-    /// assert_eq!(report.mean_loss_of_last(2), 1.5);
-    /// assert_eq!(report.mean_loss_of_last(10), 2.0); // all three
-    /// ```
-    pub fn mean_loss_of_last(&self, n: usize) -> f32 {
-        let tail = &self.losses[self.losses.len().saturating_sub(n)..];
-        tail.iter().sum::<f32>() / tail.len().max(1) as f32
     }
 }
 
@@ -411,12 +342,7 @@ fn train_loop<M: Classifier>(
     stop: &StopSignal,
 ) -> Result<(M, TrainingReport)> {
     let mut trainer = Trainer::new(model, device, config.learning_rate);
-    let loader = loader(
-        &data.train,
-        config.batch_size,
-        Some(config.seed),
-        &trainer.device,
-    );
+    let batches = TrainingBatches::new(data, config, &trainer.device);
 
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.num_epochs;
@@ -450,10 +376,7 @@ fn train_loop<M: Classifier>(
         let started = Instant::now();
         let (mut epoch_images, mut epoch_loss) = (0usize, 0.0f64);
         let first_step = report.steps;
-        let batches = loader
-            .iter()
-            .map(|batch| batch.map_err(|e| Error::data_loader("a training batch", e)));
-        let outcome = trainer.run(batches, |value, n| {
+        let outcome = trainer.run(batches.iter(), |value, n| {
             report.steps += 1;
             report.losses.push(value);
             epoch_loss += value as f64;
@@ -527,6 +450,59 @@ fn train_loop<M: Classifier>(
     };
     watch.finish(last, &summary);
     Ok((trainer.into_model(), report))
+}
+
+/// The training batches, in the order [`train`] takes them: the training split in batches of
+/// `config.batch_size`, shuffled from `config.seed`, and shuffled anew by each call to
+/// [`iter`](TrainingBatches::iter) (one call per epoch). Each pass stops after
+/// `config.max_steps` batches when that is set.
+///
+/// The lecture's loop, by hand, for one epoch (what [`train`] does, without its display, stop
+/// button and report):
+///
+/// ```
+/// use burn::nn::loss::CrossEntropyLossConfig;
+/// use burn::optim::SgdConfig;
+/// use mnist_lab::prelude::*;
+/// use mnist_lab::train::{TrainingBatches, sgd_step};
+///
+/// let data = Mnist::synthetic(200, 100, 7);
+/// let config = TrainingConfig::new().with_hidden_size(32).with_max_steps(Some(2));
+/// let device = mnist_lab::device::cpu().autodiff(); // gradients are recorded on this device
+/// let criterion = CrossEntropyLossConfig::new().init(&device);
+/// let mut optimizer = SgdConfig::new().init();
+/// let mut model = FcNetConfig::new(784, 32, 10).init(&device);
+/// let mut losses = Vec::new();
+/// for batch in TrainingBatches::new(&data, &config, &device).iter() {
+///     let (next, loss) = sgd_step(model, &mut optimizer, &criterion, batch?, config.learning_rate);
+///     model = next;
+///     losses.push(loss);
+/// }
+/// assert_eq!(losses.len(), 2);
+/// # Ok::<(), mnist_lab::Error>(())
+/// ```
+pub struct TrainingBatches {
+    loader: Arc<dyn DataLoader<MnistBatch>>,
+    limit: usize,
+}
+
+impl TrainingBatches {
+    /// The batches of `data`'s training split for `config`, on `device` (the autodiff device
+    /// the model trains on).
+    pub fn new(data: &Mnist, config: &TrainingConfig, device: &Device) -> Self {
+        TrainingBatches {
+            loader: loader(&data.train, config.batch_size, Some(config.seed), device),
+            limit: config.max_steps.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// One pass over the training split (one epoch), shuffled anew on each call.
+    pub fn iter(&self) -> impl Iterator<Item = Result<MnistBatch>> + '_ {
+        self.loader
+            .iter()
+            .take(self.limit)
+            .map(|batch| batch.map_err(|e| Error::data_loader("a training batch", e)))
+    }
 }
 
 /// Batches of `split` on `device`, reshuffled each pass when `shuffle` holds a seed.
@@ -631,12 +607,16 @@ impl<M: Classifier> Trainer<M> {
     }
 }
 
-/// One step of plain SGD on `batch`: forward, cross-entropy loss, backward, update.
+/// One step of the lecture's training on `batch`: the forward pass, the loss, the backward
+/// pass (the gradients), and the optimizer's step, which moves every weight by
+/// `learning_rate` times its gradient.
 ///
 /// Returns the updated model and the batch's loss. A loss that is not finite is returned
 /// with the model untouched (no backward pass, no update), for the caller to report.
-/// [`Trainer::run`] takes every step of the crate through this function.
-pub(crate) fn sgd_step<M: Classifier>(
+/// [`train`] takes every step through this function, with the lecture's SGD; the model and
+/// `loss_fn` must be on an autodiff device (`device.autodiff()`). [`TrainingBatches`] shows
+/// the loop around it.
+pub fn sgd_step<M: Classifier>(
     model: M,
     optimizer: &mut ModuleOptimizer,
     loss_fn: &CrossEntropyLoss,
@@ -723,19 +703,6 @@ fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
     predicted.equal(targets).int().sum().into_scalar()
 }
 
-/// `1234567.8` as `1,234,568`.
-pub fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn short_type_name<M>() -> String {
     let full = std::any::type_name::<M>();
     full.rsplit("::").next().unwrap_or(full).to_string()
@@ -745,25 +712,8 @@ fn short_type_name<M>() -> String {
 mod tests {
     use super::*;
     use crate::models::ConvNetConfig;
-    use burn::module::{Module, ModuleVisitor, Param};
+    use crate::testing::parameter_values as values;
     use burn::tensor::Distribution;
-
-    /// Every parameter value of a module, in visiting order.
-    #[derive(Default)]
-    struct Values(Vec<f32>);
-
-    impl ModuleVisitor for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let data = param.val().into_data();
-            self.0.extend_from_slice(data.as_slice::<f32>().unwrap());
-        }
-    }
-
-    fn values<M: Module>(model: &M) -> Vec<f32> {
-        let mut values = Values::default();
-        model.visit(&mut values);
-        values.0
-    }
 
     #[test]
     fn the_lectures_sgd_steps_exactly_as_burns() {

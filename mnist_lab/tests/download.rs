@@ -510,7 +510,6 @@ fn stalled_servers_time_out_and_are_retried() {
     d.files.truncate(1);
     d.retries = 2;
     d.timeout = Duration::from_millis(300);
-    let started = std::time::Instant::now();
     let error = d.fetch_missing(cache.path()).unwrap_err();
     let message = error.to_string();
     assert!(
@@ -518,11 +517,6 @@ fn stalled_servers_time_out_and_are_retried() {
         "{message}"
     );
     assert_eq!(server.hits(&format!("/m1/{TRAIN_IMAGES}")), 2);
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(listing(cache.path()).is_empty());
 }
 

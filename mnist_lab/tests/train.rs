@@ -2,18 +2,11 @@
 
 use mnist_lab::Error;
 use mnist_lab::prelude::*;
+use mnist_lab::testing::random_numbers;
 use mnist_lab::train::seed;
 
 fn device() -> Device {
     mnist_lab::device::cpu()
-}
-
-/// Held by every test that draws random numbers. The backend has one random number generator
-/// for the whole process and the tests run side by side, so without it another test's draws
-/// could fall between a seed and the draws it is meant to fix.
-fn random_numbers() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn quick(epochs: usize) -> TrainingConfig {
@@ -195,4 +188,40 @@ fn bad_settings_are_refused_before_any_work() {
     let model = FcNetConfig::new(784, 16, 10).init(&device);
     let error = train(model, &data, &quick(1).with_batch_size(0), &device).unwrap_err();
     assert!(error.to_string().contains("`batch_size`"), "{error}");
+}
+
+/// The lecture notebook's loop, written out by hand for one epoch (the criterion, Burn's SGD,
+/// forward, loss, backward, step), gives `train`'s losses to the last bit: `train` takes the
+/// same steps, plus its display, stop button and report.
+#[test]
+fn the_loop_by_hand_gives_trains_losses() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use mnist_lab::train::TrainingBatches;
+
+    let _random = random_numbers();
+    let device = device();
+    let data = Mnist::synthetic(300, 100, 17);
+    let config = quick(1).with_seed(5);
+    seed(&device, config.seed);
+    let model = FcNetConfig::new(784, 32, 10).init(&device);
+    let (_, report) = train(model, &data, &config, &device).unwrap();
+    assert_eq!(report.losses.len(), 6);
+
+    // The notebook's cell.
+    seed(&device, config.seed);
+    let train_device = device.clone().autodiff(); // gradients are recorded here
+    let criterion = CrossEntropyLossConfig::new().init(&train_device);
+    let mut optimizer = SgdConfig::new().init();
+    let mut model = FcNetConfig::new(784, 32, 10).init(&train_device);
+    let mut losses: Vec<f32> = Vec::new();
+    for batch in TrainingBatches::new(&data, &config, &train_device).iter() {
+        let batch = batch.unwrap();
+        let outputs = model.forward(batch.images); // forward pass
+        let loss = criterion.forward(outputs, batch.targets); // the loss
+        losses.push(loss.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &model); // backward pass
+        model = optimizer.step(config.learning_rate, model, grads); // the step
+    }
+    assert_eq!(losses, report.losses);
 }

@@ -3,21 +3,19 @@
 //!
 //! CI runs it on lavapipe, Mesa's Vulkan driver that runs on the CPU (Debian's
 //! `mesa-vulkan-drivers`): the same shaders, buffers, autodiff and device plumbing as a GPU,
-//! only slower. Where no wgpu adapter is found the tests say so and pass, unless
-//! `MNIST_LAB_REQUIRE_WGPU` is set (CI sets it once it has installed the driver): then they
-//! fail.
+//! only slower. A build with the `wgpu` feature asks for these tests, so where no wgpu adapter
+//! is found they fail, saying how to get one (no test passes by skipping).
 //!
 //! On wgpu the crate's fused CPU ops (`nn::Linear`, `nn::Conv2d`, the lecture's SGD step)
 //! fall back to Burn's own ops; these runs train through those fallbacks.
 #![cfg(feature = "wgpu")]
 
-use std::sync::MutexGuard;
 use std::time::Instant;
 
-use burn::module::{ModuleVisitor, Param};
 use mnist_lab::device::{self, device_label, draw_on_cpu, is_cpu, pick_device, seed};
 use mnist_lab::models::ModelKind;
 use mnist_lab::prelude::*;
+use mnist_lab::testing::{parameter_values as values, random_numbers};
 
 /// Per-step losses of the same model trained on wgpu and on the CPU may differ by this much.
 ///
@@ -36,43 +34,16 @@ const LOSS_TOLERANCE: f32 = 1e-3;
 /// few enough for a software renderer.
 const STEPS: usize = 4;
 
-/// The backends' random number generators are global and the tests run side by side: every
-/// test that seeds and draws holds this.
-fn random_numbers() -> MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The wgpu device, or `None` (the test then passes, saying why) where there is none and
-/// `MNIST_LAB_REQUIRE_WGPU` is not set.
-fn wgpu() -> Option<Device> {
-    match pick_device(DeviceChoice::Wgpu) {
-        Ok(device) => Some(device),
-        Err(why) if std::env::var_os("MNIST_LAB_REQUIRE_WGPU").is_none() => {
-            eprintln!(
-                "SKIPPED: no wgpu adapter here ({why}); set MNIST_LAB_REQUIRE_WGPU=1 to fail"
-            );
-            None
-        }
-        Err(why) => panic!("MNIST_LAB_REQUIRE_WGPU is set, but: {why}"),
-    }
-}
-
-/// Every parameter value of a module, in visiting order.
-#[derive(Default)]
-struct Values(Vec<f32>);
-
-impl ModuleVisitor for Values {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data().convert::<f32>();
-        self.0.extend_from_slice(data.as_slice::<f32>().unwrap());
-    }
-}
-
-fn values<M: Module>(model: &M) -> Vec<f32> {
-    let mut values = Values::default();
-    model.visit(&mut values);
-    values.0
+/// The wgpu device. Without one the test fails: these tests are what a build with `wgpu`
+/// asks for.
+fn wgpu() -> Device {
+    pick_device(DeviceChoice::Wgpu).unwrap_or_else(|why| {
+        panic!(
+            "no wgpu adapter: {why}. These tests need one: a GPU with its Vulkan (Metal, DX12) \
+             driver, or lavapipe, Mesa's Vulkan driver on the CPU (Debian and Ubuntu: \
+             `apt-get install mesa-vulkan-drivers`)"
+        )
+    })
 }
 
 /// A model of a student's own: built from the crate's layers in its own `new`, as the
@@ -115,7 +86,7 @@ fn starting_weights(kind: ModelKind, device: &Device) -> Vec<f32> {
 
 #[test]
 fn every_model_starts_from_the_cpus_weights() {
-    let Some(gpu) = wgpu() else { return };
+    let gpu = wgpu();
     let _random = random_numbers();
     let cpu = device::cpu();
     for kind in ModelKind::ALL {
@@ -168,7 +139,7 @@ fn every_model_starts_from_the_cpus_weights() {
 
 #[test]
 fn every_lecture_model_trains_on_wgpu_with_the_cpus_losses() {
-    let Some(gpu) = wgpu() else { return };
+    let gpu = wgpu();
     let _random = random_numbers();
     let cpu = device::cpu();
     let data = Mnist::synthetic(200, 100, 11);
@@ -234,7 +205,7 @@ fn every_lecture_model_trains_on_wgpu_with_the_cpus_losses() {
 
 #[test]
 fn auto_never_trains_on_a_software_renderer_and_the_report_names_the_adapter() {
-    let Some(gpu) = wgpu() else { return };
+    let gpu = wgpu();
     let label = device_label(&gpu);
     assert!(
         label.starts_with("wgpu (") && label.len() > "wgpu ()".len(),
@@ -256,7 +227,7 @@ fn auto_never_trains_on_a_software_renderer_and_the_report_names_the_adapter() {
 /// line must name the adapter.
 #[test]
 fn the_program_on_wgpu_prints_no_driver_noise() {
-    let Some(gpu) = wgpu() else { return };
+    let gpu = wgpu();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
         .args(["bench", "--quick", "--models", "fc", "--device", "wgpu"])
         .args(["--batch-size", "10", "--steps", "1", "--eval-steps", "1"])
@@ -286,19 +257,19 @@ fn the_program_on_wgpu_prints_no_driver_noise() {
 }
 
 /// `mnist-lab train` on wgpu and on the CPU, same seed: the same per-step losses (the
-/// issue's check, through the program's own seeding). Needs MNIST files (MNIST_LAB_DATA).
+/// issue's check, through the program's own seeding and data loading), on MNIST files the
+/// test writes.
 #[test]
 fn the_program_trains_on_wgpu_with_the_cpus_losses() {
-    let Some(_gpu) = wgpu() else { return };
-    if std::env::var_os("MNIST_LAB_DATA").is_none() {
-        eprintln!("SKIPPED: MNIST_LAB_DATA is not set");
-        return;
-    }
+    let _gpu = wgpu();
     let dir = tempfile::tempdir().unwrap();
+    mnist_lab::data::write_idx_dir(dir.path(), &Mnist::synthetic(200, 100, 13), true).unwrap();
     let losses = |device: &str| {
         let json = dir.path().join(format!("{device}.json"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-lab"))
             .args(["train", "--model", "fc", "--max-steps", "3", "--seed", "0"])
+            .arg("--data")
+            .arg(dir.path())
             .args(["--batch-size", "50", "--lr", "0.05", "--device", device])
             .arg("--json")
             .arg(&json)

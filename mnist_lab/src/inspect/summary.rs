@@ -5,8 +5,8 @@ use std::fmt;
 use burn::module::{Content, DisplaySettings, ModuleDisplay, ParamId};
 use burn::tensor::Tensor;
 
-use super::{LayerCall, record_calls};
 use crate::models::Classifier;
+use crate::nn::record::{LayerCall, record_calls};
 use crate::save::parameter_shapes;
 use crate::train::thousands;
 use crate::{Result, check};

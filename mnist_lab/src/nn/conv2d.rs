@@ -1,4 +1,5 @@
-//! The lecture's convolution: Burn's `Conv2d`, with a fused CPU path ([`super::fused`]).
+//! The lecture's convolution: a look-alike of Burn's `Conv2d`, with a fused CPU path
+//! ([`super::fused`]).
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
@@ -43,7 +44,8 @@ pub struct Conv2dConfig {
     pub initializer: Initializer,
 }
 
-/// A 2-D convolution: Burn's `Conv2d` (same fields and parameters), with the fused path
+/// A 2-D convolution: the crate's look-alike of Burn's `Conv2d` (same fields and parameters;
+/// [`Conv2d::as_burn`] and `From` convert), with the fused path
 /// described in [`super::fused`].
 #[derive(Module, Debug)]
 #[module(custom_display)]
@@ -135,7 +137,7 @@ impl Conv2d {
 
     /// Hands `output` back, noting its shape first when a summary is measuring the model.
     fn recorded(&self, output: Tensor<4>) -> Tensor<4> {
-        if crate::inspect::recording() {
+        if super::record::recording() {
             let [c_out, c_in, kh, kw] = self.weight.dims();
             let mut kind = format!("Conv2d {} -> {c_out}, {kh} x {kw}", c_in * self.groups);
             if self.stride != [1, 1] {
@@ -144,7 +146,7 @@ impl Conv2d {
             if !matches!(self.padding, PaddingConfig2d::Valid) {
                 kind += &format!(", padding {:?}", self.padding);
             }
-            crate::inspect::record(crate::inspect::LayerCall {
+            super::record::record(super::record::LayerCall {
                 weight: self.weight.id,
                 kind,
                 output: output.dims().to_vec(),

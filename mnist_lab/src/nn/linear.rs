@@ -1,4 +1,4 @@
-//! The lecture's fully-connected layer: Burn's `Linear`, with a fused CPU path
+//! The lecture's fully-connected layer: a look-alike of Burn's `Linear`, with a fused CPU path
 //! ([`super::fused`]).
 
 use burn::config::Config;
@@ -35,8 +35,9 @@ pub struct LinearConfig {
     pub layout: LinearLayout,
 }
 
-/// A fully-connected layer, `output = input @ weight + bias`: Burn's `Linear` (same fields
-/// and parameters), with the fused path described in [`super::fused`].
+/// A fully-connected layer, `output = input @ weight + bias`: the crate's look-alike of Burn's
+/// `Linear` (same fields and parameters; [`Linear::as_burn`] and `From` convert), with the fused
+/// path described in [`super::fused`].
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct Linear {
@@ -111,9 +112,9 @@ impl Linear {
 
     /// Hands `output` back, noting its shape first when a summary is measuring the model.
     fn recorded<const D: usize>(&self, output: Tensor<D>) -> Tensor<D> {
-        if crate::inspect::recording() {
+        if super::record::recording() {
             let [d_input, d_output] = self.weight.dims();
-            crate::inspect::record(crate::inspect::LayerCall {
+            super::record::record(super::record::LayerCall {
                 weight: self.weight.id,
                 kind: format!("Linear {d_input} -> {d_output}"),
                 output: output.dims().to_vec(),

@@ -1,10 +1,12 @@
-//! The lecture's layers: Burn's `Linear` and `Conv2d`, with faster paths on the CPU.
+//! The building blocks of a model: the [`Classifier`] trait, and the lecture's layers,
+//! `Linear` and `Conv2d`, the crate's own look-alikes of Burn's with faster paths on the CPU.
 //!
-//! [`LinearConfig`], [`Linear`], [`Conv2dConfig`] and [`Conv2d`] have the fields, defaults,
-//! initialisation and results of `burn::nn::{LinearConfig, Linear}` and
-//! `burn::nn::conv::{Conv2dConfig, Conv2d}`, so a model cell reads exactly as it would with
-//! Burn's: `LinearConfig::new(784, 600).init(device)`, `self.fc1.forward(x)`. `as_burn()`
-//! gives Burn's layer on the same parameters.
+//! [`LinearConfig`], [`Linear`], [`Conv2dConfig`] and [`Conv2d`] are not Burn's types: they
+//! are the crate's, with the fields, defaults, initialisation and results of
+//! `burn::nn::{LinearConfig, Linear}` and `burn::nn::conv::{Conv2dConfig, Conv2d}`, so a model
+//! cell reads exactly as it would with Burn's: `LinearConfig::new(784, 600).init(device)`,
+//! `self.fc1.forward(x)`. `as_burn()` gives Burn's layer on the same parameters, and `From`
+//! turns Burn's layer into the crate's.
 //!
 //! The difference is speed. On the `flex` CPU backend, with the `fused` feature (on by
 //! default), the lecture's cases of each layer are one hand-written op with its own backward
@@ -17,11 +19,16 @@
 //! |------|------|
 //! | `nn/linear.rs` | [`Linear`], [`LinearConfig`] |
 //! | `nn/conv2d.rs` | [`Conv2d`], [`Conv2dConfig`] |
+//! | `nn/record.rs` | the layer calls that [`crate::inspect::summary`] records |
 //! | `nn/fused/` | the speed layer: when the fused ops apply, the ops, the SGD update, the thread pool |
 
+mod classifier;
 mod conv2d;
 pub mod fused;
 mod linear;
+pub(crate) mod record;
+
+pub use classifier::Classifier;
 
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use linear::{Linear, LinearConfig};
