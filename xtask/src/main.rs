@@ -48,7 +48,10 @@ options:
                      say so
   --no-open          lab: set up only, like `setup`
   --features LIST    lab/setup: build the notebook kernel's mnist_lab with GPU features
-                     (wgpu, cuda; comma-separated); without it, the CPU kernel
+                     (wgpu, cuda; comma-separated); without it, the CPU kernel.
+                     test: build `cargo test`'s mnist_lab with them too (wgpu runs
+                     tests/wgpu.rs, which needs a wgpu adapter: CI uses lavapipe); the
+                     notebooks run on the kernel that set-up built
 ";
 
 /// Where things are.
@@ -92,7 +95,8 @@ pub struct Options {
     pub full: bool,
     pub skip_notebooks: bool,
     pub no_open: bool,
-    /// mnist_lab features for the notebook kernel (`lab`, `setup`).
+    /// mnist_lab features for the notebook kernel (`lab`, `setup`), or for `cargo test`
+    /// (`test`).
     pub features: Vec<String>,
     pub files: Vec<PathBuf>,
 }
@@ -183,12 +187,15 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// `cargo test --workspace`, then, unless `--skip-notebooks` says otherwise, the kernel
-/// proxy's tests on a real kernel and the notebooks.
+/// `cargo test --workspace` (with `--features`' mnist_lab features), then, unless
+/// `--skip-notebooks` says otherwise, the kernel proxy's tests on a real kernel and the
+/// notebooks.
 fn test(project: &Project, options: &Options) -> Result {
-    println!("== cargo test --workspace");
+    let features = cargo_features(&options.features);
+    println!("== cargo test --workspace {}", features.join(" "));
     let status = Command::new(cargo())
         .args(["test", "--workspace"])
+        .args(&features)
         .current_dir(&project.root)
         .status()
         .map_err(|e| format!("could not run cargo: {e}"))?;
@@ -212,6 +219,15 @@ fn test(project: &Project, options: &Options) -> Result {
         (Err(a), Err(b)) => Err(format!("{a}; {b}")),
         (proxy, notebooks) => proxy.and(notebooks),
     }
+}
+
+/// Cargo's arguments for mnist_lab's `features`: none, or `--features mnist_lab/A,mnist_lab/B`.
+fn cargo_features(features: &[String]) -> Vec<String> {
+    if features.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = features.iter().map(|f| format!("mnist_lab/{f}")).collect();
+    vec!["--features".into(), list.join(",")]
 }
 
 /// The cargo that runs us, so that the same toolchain builds everything.
