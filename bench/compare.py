@@ -122,7 +122,7 @@ def main():
 
     rust_bin = args.rust_bin
     if rust_bin is None:
-        cmd = ["cargo", "build", "--release", "-p", "mnist_lab", "--bin", "mnist-lab"]
+        cmd = ["cargo", "build", "--release", "-p", "mnist_lab_cli"]
         cmd += args.cargo_args.split()
         subprocess.run(cmd, cwd=ROOT, check=True)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))

@@ -64,7 +64,7 @@ if [ -n "$PREBUILT" ]; then
 elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   say "the LLVM for the cuda build, then mnist-lab with --features wgpu,cuda (log: $OUT/build-cuda.log)"
   if cargo xtask cuda-llvm >"$OUT/build-cuda.log" 2>&1 && tail -n 1 "$OUT/build-cuda.log" \
-      && cargo build --release -p mnist_lab --bin mnist-lab --features wgpu,cuda \
+      && cargo build --release -p mnist_lab_cli --features wgpu,cuda \
         >>"$OUT/build-cuda.log" 2>&1; then
     FEATURES=wgpu,cuda
   else
@@ -77,7 +77,7 @@ fi
 if [ -z "$PREBUILT" ]; then
   if [ "$FEATURES" = wgpu ]; then
     say "building mnist-lab with --features wgpu (log: $OUT/build-wgpu.log)"
-    cargo build --release -p mnist_lab --bin mnist-lab --features wgpu >"$OUT/build-wgpu.log" 2>&1 \
+    cargo build --release -p mnist_lab_cli --features wgpu >"$OUT/build-wgpu.log" 2>&1 \
       || { tail -n 30 "$OUT/build-wgpu.log"; exit 1; }
   fi
   # A copy, so that a later plain build does not replace the binary under us.
@@ -87,7 +87,7 @@ if [ -z "$PREBUILT" ]; then
   TESTS=(--test wgpu)
   [[ "$FEATURES" == *cuda* ]] && TESTS+=(--test cuda)
   say "the GPU checks: cargo test ${TESTS[*]} -- --include-ignored (log: $OUT/checks.log)"
-  if cargo test --release -p mnist_lab --features "$FEATURES" "${TESTS[@]}" \
+  if cargo test --release -p mnist_lab_cli --features "$FEATURES" "${TESTS[@]}" \
       -- --include-ignored --test-threads 1 >"$OUT/checks.log" 2>&1; then
     CHECKS_NOTE="passed: ${TESTS[*]}"
   else

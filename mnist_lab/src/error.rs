@@ -225,7 +225,7 @@ impl Error {
     }
 
     /// An [`Error::DataLoader`] for `batch` (e.g. "a training batch").
-    pub(crate) fn data_loader(batch: &str, problem: impl fmt::Display) -> Self {
+    pub fn data_loader(batch: &str, problem: impl fmt::Display) -> Self {
         Error::DataLoader {
             batch: batch.to_string(),
             problem: problem.to_string(),

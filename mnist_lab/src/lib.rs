@@ -5,7 +5,7 @@
 //! followed cell by cell in Jupyter notebooks on the evcxr kernel.
 //!
 //! The notebooks keep the code the lecture teaches (hyper-parameters, the model structs and
-//! their `forward`); this crate holds the plumbing, in three layers:
+//! their `forward`); this crate holds the plumbing, in two layers:
 //!
 //! - **the lesson API**, what a notebook meets (all of it in the [prelude]): the MNIST [data]
 //!   pipeline, the lecture's four [models], the [device] choice, the [train]ing loop and
@@ -13,11 +13,12 @@
 //!   filters and mistakes), [save]d models, the building blocks of [nn] (the layers and the
 //!   [`Classifier`](nn::Classifier) trait), the [live] display and [check]s around them, and
 //!   helpers for [testing] code that trains;
-//! - **the tools**: [cli] (the lecture's plan and tables, for the `mnist-lab` program) and
-//!   [bench](mod@bench) (images/s and GFLOP/s);
 //! - **the speed layer**, [`nn::fused`] (feature `fused`, on by default): hand-written CPU
 //!   ops for the layers and SGD, and the loops on the backend's thread pool. Without the
 //!   feature, everything runs on Burn's own layers and optimizer, with the same results.
+//!
+//! The tools (the `mnist-lab` program, the lecture's plan, the benchmark) are the workspace's
+//! `mnist_lab_cli` crate, so that a notebook's build has none of their dependencies.
 //!
 //! # Example
 //!
@@ -52,10 +53,6 @@ pub mod report;
 pub mod save;
 pub mod testing;
 pub mod train;
-
-// The tools.
-pub mod bench;
-pub mod cli;
 
 pub use error::{Error, Result};
 

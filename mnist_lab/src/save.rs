@@ -43,8 +43,68 @@ use crate::{Error, Result, output};
 /// ([`crate::output::write_atomic`]): a failed or interrupted save leaves any earlier file at
 /// `path` as it was, and no partial file.
 pub fn save<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    write_model(model, path.as_ref(), None)
+}
+
+/// The key under which [`save_with_settings`] keeps a model's settings in its file.
+pub const SETTINGS_KEY: &str = "mnist_lab.settings";
+
+/// [`save`], with `settings` kept in the same file: whatever rebuilds the model (its kind and
+/// sizes), as JSON in the file's metadata under [`SETTINGS_KEY`], so that the weights never
+/// travel without them. [`saved_settings`] reads them back.
+///
+/// ```
+/// use mnist_lab::prelude::*;
+/// use mnist_lab::save::{save_with_settings, saved_settings};
+///
+/// let device = mnist_lab::device::cpu();
+/// let config = FcNetConfig::new(784, 32, 10);
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("fc.bpk");
+/// save_with_settings(&config.init(&device), &config, &path).unwrap();
+///
+/// let json = saved_settings(&path).unwrap().expect("the settings were saved");
+/// let again: FcNetConfig = serde_json::from_str(&json).unwrap();
+/// assert_eq!(again.hidden_size, 32);
+/// let loaded = load(again.init(&device), &path).unwrap();
+///
+/// // A file from `save` alone has none.
+/// save(&loaded, &path).unwrap();
+/// assert_eq!(saved_settings(&path).unwrap(), None);
+/// ```
+pub fn save_with_settings<M: Module>(
+    model: &M,
+    settings: &impl serde::Serialize,
+    path: impl AsRef<Path>,
+) -> Result<()> {
     let path = path.as_ref();
+    let json = serde_json::to_string(settings).map_err(|e| Error::Output {
+        path: path.to_path_buf(),
+        source: io::Error::other(format!("the settings could not be written as JSON: {e}")),
+    })?;
+    write_model(model, path, Some(json))
+}
+
+/// The settings [`save_with_settings`] kept in `path`, as the JSON text it wrote, or `None`
+/// for a file saved without them ([`save`]). Only the file's header is read, not its weights.
+///
+/// Errors as [`load`]'s: a missing file, or one that is not a whole saved model.
+pub fn saved_settings(path: impl AsRef<Path>) -> Result<Option<String>> {
+    let path = path.as_ref();
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(Error::io(LOADING, path, e));
+    }
+    let reader = burn_pack::Reader::from_file(path).map_err(|e| damaged(path, e))?;
+    Ok(reader.metadata().get(SETTINGS_KEY).cloned())
+}
+
+/// Writes `model` to `path` whole or not at all, with `settings` under [`SETTINGS_KEY`].
+fn write_model<M: Module>(model: &M, path: &Path, settings: Option<String>) -> Result<()> {
     output::check_file(path)?;
+    let failed = |e: burn_pack::Error| Error::Output {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    };
     let bytes = model
         .clone()
         .into_record()
@@ -53,7 +113,47 @@ pub fn save<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
             path: path.to_path_buf(),
             source: io::Error::other(e.to_string()),
         })?;
+    let bytes = match settings {
+        None => bytes,
+        // Burn's record writes the tensors and its own metadata; the same tensors (views of
+        // those bytes, no copy) are written again with the settings added.
+        Some(json) => {
+            let reader = burn_pack::Reader::from_bytes(bytes).map_err(failed)?;
+            let metadata = reader.metadata().clone();
+            let scalars = reader.scalars().clone();
+            let mut writer = burn_pack::Writer::new(reader.into_tensors().map_err(failed)?);
+            for (key, value) in &metadata {
+                writer = writer.with_metadata(key, value);
+            }
+            for (key, value) in scalars {
+                writer = writer.with_scalar(&key, value);
+            }
+            writer
+                .with_metadata(SETTINGS_KEY, &json)
+                .into_bytes()
+                .map_err(failed)?
+        }
+    };
     output::write_atomic(path, &bytes)
+}
+
+/// What [`load`] and [`saved_settings`] are doing, for their errors.
+const LOADING: &str = "loading the model from";
+
+/// The error for a file at `path` that is not a whole saved model.
+fn damaged(path: &Path, problem: impl std::fmt::Display) -> Error {
+    Error::io(
+        LOADING,
+        path,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the file is not a whole saved model ({problem}); it is truncated, damaged or \
+                 not a model file. Save the model again (save(&model, path) or `mnist-lab train \
+                 --save`)"
+            ),
+        ),
+    )
 }
 
 /// Loads the parameters saved in `path` into `skeleton`, a model of the same architecture
@@ -65,22 +165,8 @@ pub fn save<M: Module>(model: &M, path: impl AsRef<Path>) -> Result<()> {
 /// shapes, or the parameters one has and the other lacks).
 pub fn load<M: Module>(skeleton: M, path: impl AsRef<Path>) -> Result<M> {
     let path = path.as_ref();
-    let action = "loading the model from";
-    let bytes = std::fs::read(path).map_err(|e| Error::io(action, path, e))?;
-    let damaged = |problem: String| {
-        Error::io(
-            action,
-            path,
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the file is not a whole saved model ({problem}); it is truncated, damaged \
-                     or not a model file. Save the model again (save(&model, path) or \
-                     `mnist-lab train --save`)"
-                ),
-            ),
-        )
-    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(LOADING, path, e))?;
+    let damaged = |problem: String| damaged(path, problem);
     let in_file: BTreeMap<String, Vec<usize>> =
         burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.clone()))
             .and_then(|reader| reader.into_tensors())

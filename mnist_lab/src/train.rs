@@ -507,7 +507,7 @@ impl TrainingBatches {
 
 /// Batches of `split` on `device`, reshuffled each pass when `shuffle` holds a seed.
 /// [`train`], [`evaluate`] and the benchmark all load through this.
-pub(crate) fn loader(
+pub fn loader(
     split: &Split,
     batch_size: usize,
     shuffle: Option<u64>,
@@ -525,22 +525,22 @@ pub(crate) fn loader(
 
 /// The lecture's training, for [`train`] and the benchmark alike: the model on the autodiff
 /// device, its optimizer and loss, the steps taken, and the one training loop ([`Trainer::run`]).
-pub(crate) struct Trainer<M> {
+pub struct Trainer<M> {
     /// The model being trained (`None` only while a step holds it).
     model: Option<M>,
     optimizer: ModuleOptimizer,
     loss_fn: CrossEntropyLoss,
     learning_rate: f64,
     /// The autodiff device the model trains on; its batches go there.
-    pub(crate) device: Device,
+    pub device: Device,
     /// Steps taken, the one that diverged included.
-    pub(crate) steps: usize,
+    pub steps: usize,
 }
 
 impl<M: Classifier> Trainer<M> {
     /// `model` moved to the autodiff twin of `device` in training mode, with the lecture's loss
     /// (cross-entropy) and optimizer ([`crate::nn::fused::sgd`]).
-    pub(crate) fn new(model: M, device: &Device, learning_rate: f64) -> Self {
+    pub fn new(model: M, device: &Device, learning_rate: f64) -> Self {
         let device = device.clone().autodiff();
         Trainer {
             model: Some(model.fork(&device).train()),
@@ -558,7 +558,7 @@ impl<M: Classifier> Trainer<M> {
     /// Returns `Some(loss)` when a step's loss was not finite (that step's update is not
     /// made, and `after_step` does not see it): the caller reports it with
     /// [`Trainer::diverged`].
-    pub(crate) fn run(
+    pub fn run(
         &mut self,
         batches: impl Iterator<Item = Result<MnistBatch>>,
         mut after_step: impl FnMut(f32, usize) -> bool,
@@ -591,7 +591,7 @@ impl<M: Classifier> Trainer<M> {
 
     /// The error for a loss that [`Trainer::run`] found not finite, at the last step, in
     /// `epoch`.
-    pub(crate) fn diverged(&self, loss: f32, epoch: usize) -> Error {
+    pub fn diverged(&self, loss: f32, epoch: usize) -> Error {
         Error::Diverged {
             step: self.steps,
             epoch,
@@ -601,7 +601,7 @@ impl<M: Classifier> Trainer<M> {
     }
 
     /// The trained model.
-    pub(crate) fn into_model(self) -> M {
+    pub fn into_model(self) -> M {
         self.model
             .expect("the trainer holds its model between steps")
     }
@@ -680,7 +680,7 @@ fn evaluate_loop<M: Classifier>(
 /// The evaluation loop, for [`evaluate`] and the benchmark alike: `model`'s right answers on
 /// each batch of `batches` in turn, until they run out or `after_batch(images so far)` returns
 /// `false`. Returns the right answers and the images counted.
-pub(crate) fn count_correct_in<M: Classifier>(
+pub fn count_correct_in<M: Classifier>(
     model: &M,
     batches: impl Iterator<Item = Result<MnistBatch>>,
     mut after_batch: impl FnMut(usize) -> bool,

@@ -115,7 +115,7 @@ def cli_env():
 
 def cli_rate(model, epochs, data):
     out = subprocess.run(
-        ["cargo", "run", "--quiet", "--release", "-p", "mnist_lab", "--", "train",
+        ["cargo", "run", "--quiet", "--release", "-p", "mnist_lab_cli", "--", "train",
          "--model", model, "--epochs", str(epochs), "--data", data],
         cwd=ROOT, capture_output=True, text=True, check=True, env=cli_env(),
     ).stdout
@@ -133,7 +133,7 @@ def main(argv):
     os.environ.pop("MNIST_LAB_MAX_STEPS", None)
 
     print("building the CLI (release) for the comparison...", flush=True)
-    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "mnist_lab"], cwd=ROOT,
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "mnist_lab_cli"], cwd=ROOT,
                    check=True, env=cli_env())
 
     results, cpu = {}, {}

@@ -49,9 +49,9 @@ options:
   --no-open          lab: set up only, like `setup`
   --features LIST    lab/setup: build the notebook kernel's mnist_lab with GPU features
                      (wgpu, cuda; comma-separated); without it, the CPU kernel.
-                     test: build `cargo test`'s mnist_lab with them too (wgpu runs
-                     tests/wgpu.rs, which needs a wgpu adapter: CI uses lavapipe); the
-                     notebooks run on the kernel that set-up built
+                     test: build `cargo test`'s mnist_lab and mnist_lab_cli with them too
+                     (wgpu runs mnist_lab_cli's tests/wgpu.rs, which needs a wgpu adapter:
+                     CI uses lavapipe); the notebooks run on the kernel that set-up built
 ";
 
 /// Where things are.
@@ -187,7 +187,7 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// `cargo test --workspace` (with `--features`' mnist_lab features), then, unless
+/// `cargo test --workspace` (with `--features`' backends), then, unless
 /// `--skip-notebooks` says otherwise, the kernel proxy's tests on a real kernel and the
 /// notebooks.
 fn test(project: &Project, options: &Options) -> Result {
@@ -221,12 +221,16 @@ fn test(project: &Project, options: &Options) -> Result {
     }
 }
 
-/// Cargo's arguments for mnist_lab's `features`: none, or `--features mnist_lab/A,mnist_lab/B`.
+/// Cargo's arguments for the backends `features`: none, or `--features mnist_lab_cli/A,...`
+/// (each of the tools crate's backend features turns on mnist_lab's).
 fn cargo_features(features: &[String]) -> Vec<String> {
     if features.is_empty() {
         return Vec::new();
     }
-    let list: Vec<String> = features.iter().map(|f| format!("mnist_lab/{f}")).collect();
+    let list: Vec<String> = features
+        .iter()
+        .map(|f| format!("mnist_lab_cli/{f}"))
+        .collect();
     vec!["--features".into(), list.join(",")]
 }
 

@@ -189,7 +189,7 @@ fn sgd_update<const D: usize>(param: Tensor<D>, grad: Tensor<D>, learning_rate: 
 /// use this pool; for them it changes nothing. [`crate::train::train`],
 /// [`crate::train::evaluate`], [`crate::inspect::Interpretation`] and the benchmark run their
 /// loops through it.
-pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "fused")]
     {
         rayon::scope(|_| work())

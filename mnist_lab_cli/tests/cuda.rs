@@ -2,7 +2,7 @@
 //! losses within the stated tolerance, `evaluate` giving the CPU's accuracy) on an NVIDIA GPU.
 //!
 //! They need an NVIDIA GPU and its driver, so they are `#[ignore]`d: on such a machine run
-//! `cargo test -p mnist_lab --features cuda -- --ignored` (`scripts/gpu_check.sh` does).
+//! `cargo test -p mnist_lab_cli --features cuda -- --ignored` (`scripts/gpu_check.sh` does).
 //! There they fail, saying why, when no CUDA device opens: nothing passes by skipping.
 //!
 //! One test runs everywhere: the program with `--device cuda` and `--device auto` on
@@ -24,26 +24,26 @@ fn cuda() -> Device {
 }
 
 #[test]
-#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab --features cuda -- --ignored"]
+#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
 fn every_model_starts_from_the_cpus_weights_on_cuda() {
     gpu::every_model_starts_from_the_cpus_weights(&cuda());
 }
 
 #[test]
-#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab --features cuda -- --ignored"]
+#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
 fn every_lecture_model_trains_on_cuda_with_the_cpus_losses() {
     gpu::every_lecture_model_trains_with_the_cpus_losses(&cuda());
 }
 
 #[test]
-#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab --features cuda -- --ignored"]
+#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
 fn the_program_trains_on_cuda_with_the_cpus_losses() {
     let _gpu = cuda();
     gpu::the_program_trains_with_the_cpus_losses("cuda");
 }
 
 #[test]
-#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab --features cuda -- --ignored"]
+#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
 fn auto_trains_on_the_nvidia_gpu_and_the_report_names_it() {
     let gpu = cuda();
     let label = device_label(&gpu);

@@ -1,7 +1,7 @@
 //! Training and evaluation speed of the lecture's models: images per second and GFLOP/s.
 //!
 //! [`bench()`] trains each model with the lecture's loop (the same step as
-//! [`crate::train::train`]: batching, forward, cross-entropy, backward, SGD update and the
+//! [`mnist_lab::train::train`]: batching, forward, cross-entropy, backward, SGD update and the
 //! per-step loss read-back) and times it: a few untimed warm-up steps, then several timed
 //! runs of a fixed number of steps; each figure is the median of the runs. Evaluation
 //! (forward pass and accuracy count, no autodiff) is timed the same way on the test split.
@@ -14,9 +14,9 @@
 //! PyTorch (`bench/torch_bench.py`, the same models and settings) and prints the ratios.
 //!
 //! ```
-//! use mnist_lab::bench::{bench, BenchConfig};
 //! use mnist_lab::data::Mnist;
-//! use mnist_lab::models::ModelKind;
+//! use mnist_lab_cli::bench::{bench, BenchConfig};
+//! use mnist_lab_cli::models::ModelKind;
 //!
 //! let data = Mnist::synthetic(300, 100, 1);
 //! let config = BenchConfig::quick().with_models(vec![ModelKind::Fc]);
@@ -31,11 +31,12 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
+use mnist_lab::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
+use mnist_lab::nn::fused::on_pool;
+use mnist_lab::train::{Trainer, count_correct_in, loader};
+use mnist_lab::{Error, Result};
+
 use crate::models::{LectureModel, ModelKind};
-use crate::nn::fused::on_pool;
-use crate::train::{Trainer, count_correct_in, loader};
-use crate::{Error, Result};
 
 /// What to measure, and how long.
 #[derive(Clone, Debug)]
@@ -222,10 +223,10 @@ impl BenchReport {
                 out,
                 "| {:7} | {:>14} | {:>13.1} | {:>9} | {:>13} |",
                 m.model,
-                crate::train::thousands(m.train_images_per_second),
+                mnist_lab::report::thousands(m.train_images_per_second),
                 m.train_gflops,
                 peak,
-                crate::train::thousands(m.eval_images_per_second),
+                mnist_lab::report::thousands(m.eval_images_per_second),
             );
         }
         out
@@ -243,7 +244,7 @@ impl BenchReport {
 /// [`Error::Diverged`] if a loss turns NaN, [`Error::DataLoader`] if a batch cannot be loaded.
 pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<BenchReport> {
     config.validate()?;
-    crate::train::tune_allocator();
+    mnist_lab::train::tune_allocator();
     if data.train.is_empty() || data.test.is_empty() {
         return Err(Error::setting(
             "data",
@@ -253,7 +254,7 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
     }
     let mut models = Vec::with_capacity(config.models.len());
     for &kind in &config.models {
-        crate::train::seed(device, config.seed);
+        mnist_lab::train::seed(device, config.seed);
         let model = kind.init(IMAGE_PIXELS, config.hidden_size, NUM_CLASSES, device);
         // On the CPU backend's thread pool, as `train::train` runs.
         let mut result = on_pool(move || measure(model, data, config, device))?;
@@ -266,7 +267,7 @@ pub fn bench(data: &Mnist, config: &BenchConfig, device: &Device) -> Result<Benc
     Ok(BenchReport {
         tool: "mnist-lab bench".into(),
         framework: format!("burn {} ({})", burn_version(), backend_name(device)),
-        device: crate::device::device_label(device),
+        device: mnist_lab::device::device_label(device),
         threads: threads(),
         batch_size: config.batch_size,
         hidden_size: config.hidden_size,
@@ -417,7 +418,7 @@ fn burn_version() -> &'static str {
 }
 
 fn backend_name(device: &Device) -> String {
-    let label = crate::device::device_label(device);
+    let label = mnist_lab::device::device_label(device);
     match label.strip_prefix("cpu (") {
         Some(rest) => rest.trim_end_matches(')').to_string(),
         None => label,
@@ -445,7 +446,7 @@ mod tests {
     fn endless_batches_count_their_epochs() {
         // 250 images in batches of 100: 3 batches an epoch (the last one of 50).
         let data = Mnist::synthetic(250, 10, 5);
-        let loader = loader(&data.train, 100, Some(1), &crate::device::cpu());
+        let loader = loader(&data.train, 100, Some(1), &mnist_lab::device::cpu());
         let mut batches = Batches::new(loader.as_ref());
         let sizes: Vec<(usize, usize)> = (0..7)
             .map(|_| {
@@ -474,7 +475,7 @@ mod tests {
 
     #[test]
     fn quick_bench_reports_every_model_as_json() {
-        let _random = crate::testing::random_numbers();
+        let _random = mnist_lab::testing::random_numbers();
         let data = Mnist::synthetic(250, 150, 3);
         let config = BenchConfig {
             steps: Some(1),
@@ -485,7 +486,7 @@ mod tests {
             ..BenchConfig::default()
         }
         .with_models(vec![ModelKind::Fc, ModelKind::Conv]);
-        let report = bench(&data, &config, &crate::device::cpu()).unwrap();
+        let report = bench(&data, &config, &mnist_lab::device::cpu()).unwrap();
         assert_eq!(report.models.len(), 2);
         for m in &report.models {
             assert!(m.train_images_per_second > 0.0 && m.eval_images_per_second > 0.0);

@@ -277,12 +277,9 @@ fn evaluate_a_saved_model_gives_the_training_runs_accuracy() {
     );
     assert!(stdout.contains("Saved the trained model to"), "{stdout}");
 
+    // The file keeps its settings: no --model, no --hidden-size.
     let output = mnist_lab(&[
         "evaluate",
-        "--model",
-        "conv",
-        "--hidden-size",
-        "16",
         "--load",
         path(&model),
         "--data",
@@ -326,22 +323,53 @@ fn evaluate_a_saved_model_gives_the_training_runs_accuracy() {
         10
     );
 
+    let evaluate = |file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            "--load",
+            path(file),
+            "--data",
+            d,
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        mnist_lab(&args)
+    };
+    // Settings that contradict the file's: a clean error that says what the file holds.
+    let stderr = assert_clean_failure(&evaluate(&model, &["--model", "conv2"]));
+    assert!(
+        stderr.contains("holds a conv with hidden layers of 16, not what --model conv2 says"),
+        "{stderr}"
+    );
+
+    // A notebook's file (weights alone): --model is needed, and says so.
+    let device = mnist_lab::device::cpu();
+    let weights = dir.path().join("notebook.bpk");
+    let notebook_model = mnist_lab::models::ConvNetConfig::new(16, 10).init(&device);
+    mnist_lab::save::save(&notebook_model, &weights).unwrap();
+    let stderr = assert_clean_failure(&evaluate(&weights, &[]));
+    assert!(stderr.contains("without its settings"), "{stderr}");
+    assert!(stderr.contains("--model"), "{stderr}");
+    let output = evaluate(&weights, &["--model", "conv", "--hidden-size", "16"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
     // The wrong model for the file: a clean error naming the layer.
-    let output = mnist_lab(&[
-        "evaluate",
-        "--model",
-        "conv2",
-        "--hidden-size",
-        "16",
-        "--load",
-        path(&model),
-        "--data",
-        d,
-        "--device",
-        "cpu",
-    ]);
-    let stderr = assert_clean_failure(&output);
+    let stderr = assert_clean_failure(&evaluate(
+        &weights,
+        &["--model", "conv2", "--hidden-size", "16"],
+    ));
     assert!(stderr.contains("does not fit this model"), "{stderr}");
+
+    // Settings from another version of the program.
+    let future = dir.path().join("future.bpk");
+    let settings = serde_json::json!({"format": 2, "model": "conv", "hidden_size": 16});
+    mnist_lab::save::save_with_settings(&notebook_model, &settings, &future).unwrap();
+    let stderr = assert_clean_failure(&evaluate(&future, &[]));
+    assert!(
+        stderr.contains("another version of mnist-lab (format 2"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,20 +1,16 @@
-//! The command line's side of the crate: the lecture's plan of runs, whole runs of its models
-//! (create, train, evaluate, report, save), and the table of results.
-//!
-//! The `mnist-lab` program (`src/bin/mnist-lab.rs`, which alone parses arguments) runs on
-//! these; the notebooks use only [`results_table`], which the prelude brings. The lesson's own
-//! API is [`crate::data`], [`crate::models`], [`crate::train`], [`crate::plot`] and
-//! [`crate::device`].
+//! The lecture's plan of runs, and whole runs of its models (create, train, evaluate, report,
+//! save), for the `mnist-lab` program, which alone parses arguments. The lesson's own API is
+//! mnist_lab's: [`mnist_lab::data`], [`mnist_lab::models`], [`mnist_lab::train`],
+//! [`mnist_lab::plot`] and [`mnist_lab::device`].
 
 use std::path::Path;
 
 use burn::tensor::Device;
+use mnist_lab::Result;
+use mnist_lab::data::Mnist;
+use mnist_lab::train::{self, TrainingConfig, TrainingReport};
 
-use crate::Result;
-use crate::data::Mnist;
-use crate::models::ModelKind;
-pub use crate::report::results_table;
-use crate::train::{self, TrainingConfig, TrainingReport};
+use crate::models::{ModelKind, ModelSettings};
 
 /// The lecture's runs, in its order: each model for 3 epochs, then conv2 for 10.
 pub const LECTURE_RUNS: [(ModelKind, usize); 5] = [
@@ -37,8 +33,9 @@ pub fn run_model(
     run_model_and_save(kind, data, config, device, None)
 }
 
-/// [`run_model`], then, when `save` names a file, saves the trained model there
-/// ([`crate::save::save`]; `mnist-lab train --save`).
+/// [`run_model`], then, when `save` names a file, saves the trained model there with its
+/// settings ([`LectureModel::save`](crate::models::LectureModel::save); `mnist-lab train
+/// --save`).
 pub fn run_model_and_save(
     kind: ModelKind,
     data: &Mnist,
@@ -48,8 +45,13 @@ pub fn run_model_and_save(
 ) -> Result<TrainingReport> {
     config.validate()?;
     train::seed(device, config.seed);
-    let (h, c) = (config.hidden_size, config.num_classes);
-    let model = kind.init(config.input_size, h, c, device);
+    let settings = ModelSettings::new(
+        kind,
+        config.input_size,
+        config.hidden_size,
+        config.num_classes,
+    );
+    let model = settings.init(device);
     let (model, report) = train::train(model, data, config, device)?;
     let mut report = report.named(kind.name());
     report.set_accuracy(
@@ -57,7 +59,7 @@ pub fn run_model_and_save(
         data.test.len(),
     );
     if let Some(path) = save {
-        model.save(path)?;
+        model.save(&settings, path)?;
     }
     Ok(report)
 }

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use mnist_lab::device::{self, device_label, draw_on_cpu, seed};
-use mnist_lab::models::ModelKind;
 use mnist_lab::prelude::*;
 use mnist_lab::testing::{parameter_values as values, random_numbers};
+use mnist_lab_cli::models::ModelKind;
 
 /// Per-step losses of the same model trained on a GPU and on the CPU may differ by this much.
 ///

@@ -16,19 +16,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use mnist_lab::bench::{self, BenchConfig};
-use mnist_lab::cli::{LECTURE_RUNS, results_table, run_model, run_model_and_save};
 use mnist_lab::data::Mnist;
 use mnist_lab::device::{DeviceChoice, pick_device};
 use mnist_lab::inspect::Interpretation;
 use mnist_lab::live::{self, Observer, Progress};
-use mnist_lab::models::ModelKind;
 use mnist_lab::output;
 use mnist_lab::plot::compare_chart;
+use mnist_lab::report::results_table;
 use mnist_lab::train::{TrainingConfig, TrainingReport};
+use mnist_lab_cli::bench::{self, BenchConfig};
+use mnist_lab_cli::lecture::{LECTURE_RUNS, run_model, run_model_and_save};
+use mnist_lab_cli::models::{ModelKind, ModelSettings};
 
 #[derive(Parser)]
 #[command(
@@ -443,15 +444,15 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 #[derive(Args)]
 struct EvaluateArgs {
-    /// Which model the file holds
-    #[arg(long, value_parser = model_kind())]
-    model: ModelKind,
-    /// The saved model (from `train --save`)
+    /// The saved model (from `train --save`, which keeps its settings in the file)
     #[arg(long)]
     load: PathBuf,
-    /// Width of the hidden layers, as when it was trained
-    #[arg(long, default_value_t = 600)]
-    hidden_size: usize,
+    /// Which model the file holds, for a file saved without its settings (by a notebook)
+    #[arg(long, value_parser = model_kind())]
+    model: Option<ModelKind>,
+    /// Width of the hidden layers, for a file saved without its settings [default: 600]
+    #[arg(long)]
+    hidden_size: Option<usize>,
     /// Folder with the four MNIST files [default: MNIST_LAB_DATA, else the cache, downloading]
     #[arg(long)]
     data: Option<PathBuf>,
@@ -479,15 +480,56 @@ struct EvaluationReport {
     most_confused: Vec<String>,
 }
 
+/// The settings that rebuild `evaluate`'s model: the file's own, which `--model` and
+/// `--hidden-size` may repeat but not contradict; for a file without them, those two (the
+/// library's defaults for the width).
+fn saved_settings(args: &EvaluateArgs) -> Result<ModelSettings> {
+    let file = args.load.display();
+    let Some(saved) = ModelSettings::read(&args.load)? else {
+        let Some(model) = args.model else {
+            bail!(
+                "{file} holds a model's weights without its settings (it was saved by a \
+                 notebook's save(), or by an older mnist-lab): say which model it is with \
+                 --model (and --hidden-size if it is not 600)"
+            );
+        };
+        let config = TrainingConfig::new();
+        let hidden_size = args.hidden_size.unwrap_or(config.hidden_size);
+        return Ok(ModelSettings::new(
+            model,
+            config.input_size,
+            hidden_size,
+            config.num_classes,
+        ));
+    };
+    let mut given = Vec::new();
+    if let Some(model) = args.model.filter(|&m| m != saved.model) {
+        given.push(format!("--model {model}"));
+    }
+    if let Some(h) = args.hidden_size.filter(|&h| h != saved.hidden_size) {
+        given.push(format!("--hidden-size {h}"));
+    }
+    if !given.is_empty() {
+        bail!(
+            "{file} holds a {} with hidden layers of {}, not what {} says: leave {} out (the \
+             file keeps its settings)",
+            saved.model,
+            saved.hidden_size,
+            given.join(" and "),
+            if given.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(saved)
+}
+
 fn evaluate(args: EvaluateArgs) -> Result<()> {
     if let Some(path) = &args.json {
         output::check_file(path)?;
     }
+    let settings = saved_settings(&args)?;
     let data = Mnist::load_from(args.data.as_deref())?;
     let device = pick_device(args.device)?;
-    let config = TrainingConfig::new().with_hidden_size(args.hidden_size);
-    let (h, c) = (config.hidden_size, config.num_classes);
-    let skeleton = args.model.init(config.input_size, h, c, &device);
+    let skeleton = settings.init(&device);
     let model = skeleton.load(&args.load)?;
     let interpretation = Interpretation::new(&model, &data.test, &device)?;
     println!(
@@ -508,7 +550,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     if let Some(path) = args.json {
         let report = EvaluationReport {
-            model: args.model,
+            model: settings.model,
             test_accuracy: interpretation.accuracy(),
             test_total: interpretation.len(),
             confusion: interpretation.confusion(),
