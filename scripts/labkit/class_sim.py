@@ -616,12 +616,21 @@ async def wait_for_hub(hub, wait):
         await asyncio.sleep(0.5)
 
 
-async def lesson(hub, names, cells, sampler, kill_one, wait):
-    """Creates the students, runs them all at once (and the kill); returns (results, kill)."""
+def sampled(student, sampler):
+    """The student's result with its memory figures: the peaks, and the memory now."""
+    now = sampler.current(student.name)
+    student.result.update(server_end_mb=round(now["server"]), kernel_end_mb=round(now["kernel"]))
+    student.result.update({f"{k}_peak_mb": round(v) for k, v in sampler.peak[student.name].items()})
+    return student.result
+
+
+async def lesson(hub, names, cells, sampler, kill_one, wait, students):
+    """Creates the students (into the list `students`, so that a run cut short still has
+    them), runs them all at once (and the kill); returns (results, kill)."""
     admin = Student("instructor", hub, cells, sampler, wait)
     admin.token = hub.admin_token
     await admin.http("POST", "/hub/api/users", body={"usernames": names})
-    students = [Student(name, hub, cells, sampler, wait) for name in names]
+    students += [Student(name, hub, cells, sampler, wait) for name in names]
 
     async def one(student):
         try:
@@ -635,11 +644,8 @@ async def lesson(hub, names, cells, sampler, kill_one, wait):
     kill = None
     if kill_one:
         kill = await kill_mid_run(students[-1], sampler, wait)
-    results = await asyncio.gather(*tasks)
-    for student in students:
-        now = sampler.current(student.name)
-        student.result.update(server_end_mb=round(now["server"]), kernel_end_mb=round(now["kernel"]))
-        student.result.update({f"{k}_peak_mb": round(v) for k, v in sampler.peak[student.name].items()})
+    await asyncio.gather(*tasks)
+    results = [sampled(student, sampler) for student in students]
     await asyncio.gather(*(dismiss(admin, s) for s in students))
     return results, kill
 
@@ -661,7 +667,8 @@ def simulate(students=5, max_steps=None, kill_one=False, timeout=1800, wait=None
              min_available_mb=1024, keep_log=None):
     """Runs one simulated class (see the module's docs); returns its report as a dict:
     `students` (one dict each), `kill` (with kill_one), `total`, `left_behind` (processes the
-    hub's own shutdown left, which were then killed) and `root_removed`."""
+    orderly shutdown left, which were then killed), `root_removed`, and `stopped` (why) when
+    the memory floor or the timeout cut the class short."""
     if not 1 <= students <= MAX_STUDENTS:
         raise ClassSimError(f"--students must be between 1 and {MAX_STUDENTS}, not {students}")
     if kill_one and students < 2:
@@ -693,9 +700,11 @@ def simulate(students=5, max_steps=None, kill_one=False, timeout=1800, wait=None
         sampler = Sampler(hub.process.pid, names, min_available_mb)
         sampler.start()
 
+        roster = []
+
         async def everything():
             await wait_for_hub(hub, min(wait, 120))
-            run = asyncio.ensure_future(lesson(hub, names, cells, sampler, kill_one, wait))
+            run = asyncio.ensure_future(lesson(hub, names, cells, sampler, kill_one, wait, roster))
             low = asyncio.ensure_future(asyncio.to_thread(sampler.low.wait))
             done, _ = await asyncio.wait({run, low}, timeout=timeout - (time.monotonic() - started),
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -703,10 +712,13 @@ def simulate(students=5, max_steps=None, kill_one=False, timeout=1800, wait=None
                 sampler.low.set()  # ends the waiting thread
                 return run.result()
             run.cancel()
-            if low in done:
-                raise ClassSimError(f"stopped: the machine's available memory fell below "
-                                    f"{min_available_mb} MB")
-            raise ClassSimError(f"stopped: the class did not finish within --timeout {timeout} s")
+            # Cut short: what each student got to, and the reason (the hub and the rest stop
+            # below, as always).
+            report["stopped"] = (
+                f"the machine's available memory fell below {min_available_mb} MB" if low in done
+                else f"the class did not finish within --timeout {timeout} s")
+            sampler.low.set()
+            return [sampled(s, sampler) for s in roster], None
 
         report["students"], report["kill"] = asyncio.run(everything())
     finally:
@@ -776,6 +788,8 @@ def table(report):
         f"{report['load_before']} before, {report['load_after']} after")
     if report["kill"]:
         lines.append(f"kill: {json.dumps(report['kill'])}")
+    if report.get("stopped"):
+        lines.append(f"STOPPED before the end: {report['stopped']}")
     lines.append(f"left behind by the hub's shutdown (then killed): {len(report['left_behind'])}; "
                  f"temporary folder removed: {report['root_removed']}")
     lines += [f"  left behind: {pid} {command}" for pid, command in report["left_behind"]]
@@ -805,4 +819,4 @@ def main(argv):
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     ok = report["total"]["ok"] == report["total"]["students"] - (1 if args.kill_one else 0)
-    return 0 if ok and not report["left_behind"] and report["root_removed"] else 1
+    return 0 if ok and not report.get("stopped") and not report["left_behind"] and report["root_removed"] else 1

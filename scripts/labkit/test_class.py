@@ -34,6 +34,9 @@ class ShortClass(unittest.TestCase):
               f"{time.monotonic() - started:.0f} s", flush=True)
         cls.survivor, cls.victim = cls.report["students"]
 
+    def test_the_class_ran_to_its_end(self):
+        self.assertIsNone(self.report.get("stopped"))
+
     def test_the_other_student_ran_every_cell_to_the_first_trained_model(self):
         """The survivor ran every code cell up to the one that prints the first accuracy, each
         ok, and its outputs pass the notebook checks (no error, no stderr, no panic, the loss
