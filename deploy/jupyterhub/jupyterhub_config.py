@@ -25,13 +25,22 @@ PROJECT = os.environ.get("MNIST_LAB_PROJECT", "/opt/mnist_lab")
 #: The Rust toolchain every student's kernel uses: rustup's RUSTUP_HOME and CARGO_HOME, readable
 #: by all (installed with RUSTUP_HOME=/opt/rust/rustup CARGO_HOME=/opt/rust/cargo).
 RUST = os.environ.get("MNIST_LAB_RUST", "/opt/rust")
-#: The memory each student's server may use, its kernels included (systemd's MemoryMax). One
-#: open notebook holds about 2.5 GB (README, "What a notebook kernel holds in memory": `labkit
-#: memory`, the lecture notebook run three times in one kernel, 2.2 GB measured, with
-#: MNIST_LAB_RELEASE_MEMORY=1, which the servers get below). The student's Jupyter server
-#: itself is not measured yet (issue 19, item 5): the 0.5 GB above 2.5 is a margin for it, not
-#: a measurement. A student who opens a second notebook needs about 2.5 GB more.
-MEMORY_LIMIT = "3G"
+#: The memory each student's server may use, its kernels included (systemd's MemoryMax), from
+#: the README's measurements ("Teaching a class": `labkit class` and `labkit memory`, default
+#: settings): a student's Jupyter server holds 126 MB; after the whole lecture notebook once,
+#: the kernel holds 2.25 GB (rust-analyzer inside evcxr_jupyter 1.42 GB of it), 2.4 GB with
+#: the server; compiling a cell adds about 0.6 GB for a moment; three runs in one kernel reach
+#: 3.2 GB (2.2 GB with MNIST_LAB_RELEASE_MEMORY=1, which the servers get below). 3.5 GB leaves
+#: room for the compile peak over a student who runs the lecture again. A student who opens a
+#: second notebook needs about 2.4 GB more.
+MEMORY_LIMIT = "3.5G"
+#: The cores one student's server may use at once (systemd's CPUQuota). A student needs about
+#: 40 CPU-seconds from login to the first trained model, most of it the kernel's warm-up
+#: (rust-analyzer) and the cells' compiles, then bursts while training; 2 cores let a lone
+#: student's warm-up end in about 20 s without one student's training taking a whole server.
+#: Size the server for the class: 30 students starting together need about 10 cores to reach
+#: their first model within 2 minutes (README, "Teaching a class").
+CPU_LIMIT = 2
 #: The instructor: a system user who administers the hub (adds students, stops servers).
 INSTRUCTOR = os.environ.get("MNIST_LAB_INSTRUCTOR", "instructor")
 
@@ -49,7 +58,7 @@ c.LocalAuthenticator.create_system_users = True
 c.Spawner.cmd = [f"{PROJECT}/deploy/image/start.sh", f"{PROJECT}/.venv/bin/jupyterhub-singleuser"]
 c.Spawner.default_url = "/lab/tree/notebooks"
 c.Spawner.mem_limit = MEMORY_LIMIT
-# cpu_limit: not set: what a student needs is not measured yet (issue 19, item 5).
+c.Spawner.cpu_limit = CPU_LIMIT
 c.Spawner.environment = {
     "MNIST_LAB_PROJECT": PROJECT,
     "MNIST_LAB_RELEASE_MEMORY": "1",

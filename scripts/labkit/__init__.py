@@ -23,13 +23,17 @@ Commands, and the module that holds each:
     test       test_kernel.py runs the tests that need no kernel (every other test_*.py:
                              test_warm_up.py, every notebook's first cell against the warm-up's
                              lines; test_proxy.py, test_cargo_shim.py, test_slots.py, the
-                             launcher's parts), then the launcher's tests on a real kernel
-                             (`--no-kernel`: the first only)
+                             launcher's parts), then the launcher's tests on a real kernel,
+                             then test_class.py (a class of two on JupyterHub, one kernel
+                             killed) (`--no-kernel`: the first only)
     targets    targets.py    measures the README's notebook targets
     memory     memory.py     measures a kernel's memory over several lecture runs
     second-kernel second_kernel.py  times a second kernel made from the template (as
                              another user with --user) and the disk its build slot adds
     browser    browser.py    looks at live training and the stop button in Chromium
+    class      class_sim.py  a class, simulated: JupyterHub on loopback, N students running
+                             the lecture notebook at once through the hub's proxy; times,
+                             memory and CPU per student (`--kill-one`: one kernel killed)
 
 The warm-up code (warm_up.py) is the one list of `:dep` and `use` lines that the launcher runs
 in every new kernel and set-up's warm build runs to build it; every notebook's first code

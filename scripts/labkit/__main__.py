@@ -17,7 +17,7 @@ import labkit  # noqa: E402  (after the sys.path fix above)
 USAGE = """usage: labkit COMMAND [options]   (COMMAND --help for its options)
 
 commands: setup, evcxr, lab, kernel, cargo, warm-up, notebooks, strip, test, targets, memory,
-second-kernel, browser
+second-kernel, browser, class
 (see scripts/labkit/__init__.py)"""
 
 
@@ -76,6 +76,10 @@ def main(argv):
         from labkit import browser
 
         return browser.main(rest)
+    if command == "class":
+        from labkit import class_sim
+
+        return class_sim.main(rest)
     print(f"labkit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

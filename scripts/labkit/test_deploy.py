@@ -170,7 +170,8 @@ class ZeroToJupyterHub(unittest.TestCase):
 
     def test_the_config_uses_the_class_image_and_the_measured_memory(self):
         single = self.config()["singleuser"]
-        self.assertEqual(single["memory"], {"guarantee": "2.5G", "limit": "3G"})
+        self.assertEqual(single["memory"], {"guarantee": "2.5G", "limit": "3.5G"})
+        self.assertEqual(single["cpu"], {"guarantee": 0.35, "limit": 2})
         self.assertEqual(single["extraEnv"], {"MNIST_LAB_RELEASE_MEMORY": "1"})
         self.assertEqual(single["defaultUrl"], "/lab/tree/notebooks")
 
@@ -181,7 +182,7 @@ class ZeroToJupyterHub(unittest.TestCase):
         self.assertEqual(len(problems), 1, problems)
         self.assertIn("'memroy' was unexpected", problems[0])
         config = self.config()
-        config["singleuser"]["memory"]["limit"] = ["3G"]
+        config["singleuser"]["memory"]["limit"] = ["3.5G"]
         problems = chart_problems(config)
         self.assertTrue(problems and problems[0].startswith("singleuser.memory.limit: "), problems)
 
@@ -243,7 +244,8 @@ class OneServer(unittest.TestCase):
 
         config = PyFileConfigLoader("jupyterhub_config.py", path=str(HUB)).load_config()
         self.assertEqual(config.JupyterHub.spawner_class, "systemdspawner.SystemdSpawner")
-        self.assertEqual(config.Spawner.mem_limit, "3G")
+        self.assertEqual(config.Spawner.mem_limit, "3.5G")
+        self.assertEqual(config.Spawner.cpu_limit, 2)
         self.assertEqual(config.Spawner.cmd[0], "/opt/mnist_lab/deploy/image/start.sh")
         self.assertEqual(config.Spawner.environment["MNIST_LAB_RELEASE_MEMORY"], "1")
 

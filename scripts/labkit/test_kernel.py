@@ -12,7 +12,9 @@ build slots made from a template with real Cargo builds); with `--no-kernel`, on
 
 All kernel tests share one kernel, started once (start and warm-up take about a minute on 2
 cores), and run in the order below: the stop-button test that has to restart the Rust
-process, and the shutdown, come last. Every wait has a timeout. The tests check behaviour (what
+process, and the shutdown, come last. Then, that kernel closed, the tests that start kernels of
+their own (KERNEL_UNIT_TESTS: test_class.py, a class of two on JupyterHub); `-k` runs only the
+kernel tests it names. Every wait has a timeout. The tests check behaviour (what
 comes back, in which order, which files are there); the durations they print are for reading
 only (the README's figures come from `labkit targets`). Exit status 0 when all passed.
 """
@@ -31,9 +33,14 @@ import unittest
 
 from labkit import KERNEL_NAME, PACKAGE, ROOT, jupyter_folder
 
+#: The modules of tests that start kernels of their own (unittest), run after the kernel's
+#: tests, once their kernel is closed: the class simulation's short version (JupyterHub, two
+#: students, one kernel killed).
+KERNEL_UNIT_TESTS = ("labkit.test_class",)
 #: The modules of tests that need no kernel (unittest), run before the kernel's: every
-#: labkit/test_*.py but this one.
-UNIT_TESTS = tuple(f"labkit.{p.stem}" for p in sorted(PACKAGE.glob("test_*.py")) if p.stem != "test_kernel")
+#: labkit/test_*.py but this one and KERNEL_UNIT_TESTS.
+UNIT_TESTS = tuple(f"labkit.{p.stem}" for p in sorted(PACKAGE.glob("test_*.py"))
+                   if p.stem != "test_kernel" and f"labkit.{p.stem}" not in KERNEL_UNIT_TESTS)
 
 STARTUP_TIMEOUT = 900  # a kernel whose slot must be copied or rebuilt takes minutes
 CELL_TIMEOUT = 600  # the first cell that loads mnist_lab may compile it
@@ -469,4 +476,18 @@ def main(argv):
         kernel.close()
     print(f"kernel proxy: {len(tests) - failed} passed, {failed} failed "
           f"({time.monotonic() - started:.0f} s in all)")
+    if not args.k:
+        failed += not unit_tests_with_kernels()
     return 1 if failed else 0
+
+
+def unit_tests_with_kernels():
+    """Runs KERNEL_UNIT_TESTS; returns whether they all passed (none skipped)."""
+    print(f"labkit test: the tests that start kernels of their own ({', '.join(KERNEL_UNIT_TESTS)})",
+          flush=True)
+    started = time.monotonic()
+    suite = unittest.defaultTestLoader.loadTestsFromNames(KERNEL_UNIT_TESTS)
+    outcome = unittest.TextTestRunner(verbosity=2).run(suite)
+    print(f"labkit test: {', '.join(KERNEL_UNIT_TESTS)} took {time.monotonic() - started:.0f} s",
+          flush=True)
+    return outcome.wasSuccessful() and not outcome.skipped
