@@ -111,6 +111,24 @@ pub fn is_cpu(device: &Device) -> bool {
     cpu_device().is_ok_and(|cpu| cpu == *device)
 }
 
+/// Reads `tensor`'s values back to the host: the one way the crate's training loop, its
+/// evaluation loops and its inspection tools read a computed result, so that
+/// [`crate::testing::device_reads`] counts every such read. On a GPU each read makes the CPU
+/// wait until the GPU has run every operation queued before it; the loops keep their results
+/// on the device and read them in batches (see [`crate::train`]).
+///
+/// Not counted: the one-value probe that opens a device ([`pick_device`]), and the copy of
+/// starting weights from the CPU ([`draw_on_cpu`]).
+pub(crate) fn read<const D: usize, K: burn::tensor::kind::Basic>(
+    tensor: Tensor<D, K>,
+) -> burn::tensor::TensorData {
+    READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tensor.into_data()
+}
+
+/// The reads [`read`] has made in this process.
+pub(crate) static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The CPU backend's name and thread count, e.g. `flex, 2 threads`.
 pub fn cpu_description() -> String {
     let backend = if cfg!(feature = "flex") {

@@ -180,7 +180,8 @@ pub struct Progress {
     pub step: usize,
     /// Steps the run will take (fewer than the epochs hold when `max_steps` cuts it short).
     pub total_steps: usize,
-    /// The last step's loss.
+    /// The last step's loss; on a GPU, the loss last read (they are read once per log
+    /// interval: see [`train`](crate::train::train)).
     pub loss: f32,
     /// Training images per second so far.
     pub images_per_second: f64,
@@ -256,6 +257,12 @@ static OBSERVER: RwLock<Option<Arc<dyn Observer>>> = RwLock::new(None);
 /// does this when its output is a terminal). Log lines then go to it instead of stdout.
 pub fn set_observer(observer: impl Observer + 'static) {
     *OBSERVER.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(observer));
+}
+
+/// Sends progress to no observer again (for the tests that set one).
+#[cfg(test)]
+pub(crate) fn clear_observer() {
+    *OBSERVER.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The observer set with [`set_observer`], if any.

@@ -45,10 +45,38 @@ struct Values(Vec<f32>);
 
 impl ModuleVisitor for Values {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data().convert::<f32>();
+        let data = crate::device::read(param.val()).convert::<f32>();
         self.0.extend_from_slice(
             data.as_slice::<f32>()
                 .expect("a tensor converted to f32 should read as f32"),
         );
     }
+}
+
+/// How many times this process has read a computed result back from a device to the host:
+/// the training loop's losses, the evaluation's right answers, the inspection's scores and
+/// weights, and [`parameter_values`].
+///
+/// On a GPU each read makes the CPU wait for the GPU, so the loops read as seldom as they
+/// can: [`train`](crate::train::train) once per log interval (and at the end of an epoch or
+/// run), [`evaluate`](crate::train::evaluate) once. The count is for the whole process: a
+/// test that compares two counts holds [`random_numbers`] meanwhile, as every test that
+/// trains does, so that no other test's training reads in between.
+///
+/// ```
+/// use mnist_lab::prelude::*;
+/// use mnist_lab::testing::{device_reads, random_numbers};
+///
+/// let _random = random_numbers();
+/// let device = mnist_lab::device::cpu();
+/// let data = Mnist::synthetic(100, 300, 2);
+/// let config = TrainingConfig::new().with_hidden_size(16);
+/// let model = FcNetConfig::new(784, 16, 10).init(&device);
+/// let before = device_reads();
+/// evaluate(&model, &data, &config, &device)?;
+/// assert_eq!(device_reads() - before, 1, "three test batches, one read");
+/// # Ok::<(), mnist_lab::Error>(())
+/// ```
+pub fn device_reads() -> usize {
+    crate::device::READS.load(std::sync::atomic::Ordering::Relaxed)
 }

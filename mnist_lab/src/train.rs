@@ -12,10 +12,15 @@
 //! and [`evaluate`] prints
 //! `Accuracy of the network on the 10000 test images: 86.3 %`.
 //!
+//! On a GPU both read their results back in batches (the losses once per log interval, the
+//! right answers once per evaluation), since each read makes the CPU wait for the GPU;
+//! [`crate::testing::device_reads`] counts the reads.
+//!
 //! In the project's notebook kernel, training also shows a progress bar and the loss chart
 //! that update in place, and the stop button ends a run early and keeps the model: see
 //! [`crate::live`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::data::{Mnist, MnistBatch, MnistBatcher, Split};
+use crate::device::read;
 use crate::live::{self, LiveDisplay, Progress, StopSignal};
 use crate::models::Classifier;
 use crate::nn::fused::{on_pool, sgd};
@@ -232,6 +238,13 @@ impl Drop for ReleaseOnReturn {
 /// ([`Error::ModelShape`]). A loss that turns NaN or infinite stops the run
 /// ([`Error::Diverged`]). Settings are checked first ([`Error::Setting`]).
 ///
+/// On the CPU each step's loss is read as it comes. On a GPU the losses stay on the device
+/// and come back in one read per log interval (and one at the end of an epoch or a run), so
+/// that the CPU does not wait for the GPU at every step; the log lines, the report's losses
+/// and the live chart's points are the same, and the progress bar shows the loss last read.
+/// A loss that turns NaN or infinite there is caught at the next read, at most a log interval
+/// late: the error names the step that had it, as on the CPU.
+///
 /// The stop button of the project's notebook kernel (or a first Ctrl+C on the command
 /// line) ends the run after the current step: `train` then returns the model as trained so
 /// far, and the report's [`stopped_at`](TrainingReport::stopped_at) says where it stopped.
@@ -248,7 +261,8 @@ pub fn train<M: Classifier>(
     let _release = ReleaseOnReturn;
     check::check_model(&model, device, config.num_classes)?;
     let stop = StopSignal::new();
-    on_pool(|| train_loop(model, data, config, device, &stop))
+    let reads = Reads::for_device(device);
+    on_pool(|| train_loop(model, data, config, device, &stop, reads))
 }
 
 /// The log interval: `log_every`, or a smaller round number when an epoch of
@@ -333,6 +347,26 @@ impl Watch {
     }
 }
 
+/// When [`train`]'s loop reads the losses back from the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    /// Each step's loss as it comes: on the CPU, where a read costs nothing.
+    EveryStep,
+    /// Once per log interval, and at the end of an epoch or a run: on a GPU, where each read
+    /// makes the CPU wait for the GPU.
+    PerLogInterval,
+}
+
+impl Reads {
+    fn for_device(device: &Device) -> Self {
+        if crate::device::is_cpu(device) {
+            Reads::EveryStep
+        } else {
+            Reads::PerLogInterval
+        }
+    }
+}
+
 /// [`train`]'s loop, after the checks.
 fn train_loop<M: Classifier>(
     model: M,
@@ -340,11 +374,17 @@ fn train_loop<M: Classifier>(
     config: &TrainingConfig,
     device: &Device,
     stop: &StopSignal,
+    reads: Reads,
 ) -> Result<(M, TrainingReport)> {
     let mut trainer = Trainer::new(model, device, config.learning_rate);
     let batches = TrainingBatches::new(data, config, &trainer.device);
 
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let log_every = log_interval(config.log_every, steps_per_epoch);
+    trainer.read_every(match reads {
+        Reads::EveryStep => 1,
+        Reads::PerLogInterval => log_every,
+    });
     let total_steps = steps_per_epoch * config.num_epochs;
     let step_limit = config.max_steps.unwrap_or(usize::MAX).min(total_steps);
     let mut report = TrainingReport {
@@ -365,7 +405,6 @@ fn train_loop<M: Classifier>(
         stopped_at: None,
     };
 
-    let log_every = log_interval(config.log_every, steps_per_epoch);
     let mut watch = Watch::new();
     let mut last = None;
     let mut images_seen = 0usize;
@@ -376,42 +415,53 @@ fn train_loop<M: Classifier>(
         let started = Instant::now();
         let (mut epoch_images, mut epoch_loss) = (0usize, 0.0f64);
         let first_step = report.steps;
-        let outcome = trainer.run(batches.iter(), |value, n| {
-            report.steps += 1;
-            report.losses.push(value);
-            epoch_loss += value as f64;
-            epoch_images += n;
-            let i = report.steps - first_step;
-            if i.is_multiple_of(log_every) {
-                watch.line(&format!(
-                    "Epoch [{epoch}/{}], Step [{i}/{steps_per_epoch}], Loss: {value:.4}",
-                    config.num_epochs,
-                ));
+        let outcome = trainer.run_with(batches.iter(), |event| match event {
+            Event::Losses(losses) => {
+                for &value in losses {
+                    report.losses.push(value);
+                    epoch_loss += value as f64;
+                    let i = report.losses.len() - first_step;
+                    if i.is_multiple_of(log_every) {
+                        watch.line(&format!(
+                            "Epoch [{epoch}/{}], Step [{i}/{steps_per_epoch}], Loss: {value:.4}",
+                            config.num_epochs,
+                        ));
+                    }
+                }
+                true
             }
-            if watch.is_watched() {
-                let elapsed = watch.started.elapsed().as_secs_f64();
-                let progress = Progress {
-                    epoch,
-                    num_epochs: config.num_epochs,
-                    step: report.steps,
-                    total_steps: step_limit,
-                    loss: value,
-                    images_per_second: (images_seen + epoch_images) as f64 / elapsed.max(1e-9),
-                    elapsed_seconds: elapsed,
-                };
-                watch.step(&report, &progress);
-                last = Some(progress);
+            Event::Step(n) => {
+                report.steps += 1;
+                epoch_images += n;
+                // The loss shown is the last one read (on a GPU, up to a log interval old).
+                if let (true, Some(&loss)) = (watch.is_watched(), report.losses.last()) {
+                    let elapsed = watch.started.elapsed().as_secs_f64();
+                    let progress = Progress {
+                        epoch,
+                        num_epochs: config.num_epochs,
+                        step: report.steps,
+                        total_steps: step_limit,
+                        loss,
+                        images_per_second: (images_seen + epoch_images) as f64 / elapsed.max(1e-9),
+                        elapsed_seconds: elapsed,
+                    };
+                    watch.step(&report, &progress);
+                    last = Some(progress);
+                }
+                if stop.requested() {
+                    report.stopped_at = Some(report.steps);
+                    return false;
+                }
+                report.steps < step_limit
             }
-            if stop.requested() {
-                report.stopped_at = Some(report.steps);
-                return false;
-            }
-            report.steps < step_limit
         })?;
         if let Some(loss) = outcome {
             watch.finish(
                 last.take(),
-                &format!("Stopped at step {}: the loss became {loss}", trainer.steps),
+                &format!(
+                    "Stopped at step {}: the loss became {loss}",
+                    trainer.diverged_step()
+                ),
             );
             return Err(trainer.diverged(loss, epoch));
         }
@@ -524,7 +574,8 @@ pub fn loader(
 }
 
 /// The lecture's training, for [`train`] and the benchmark alike: the model on the autodiff
-/// device, its optimizer and loss, the steps taken, and the one training loop ([`Trainer::run`]).
+/// device, its optimizer and loss, the steps taken, and the one training loop
+/// ([`Trainer::run_with`]).
 pub struct Trainer<M> {
     /// The model being trained (`None` only while a step holds it).
     model: Option<M>,
@@ -533,15 +584,41 @@ pub struct Trainer<M> {
     learning_rate: f64,
     /// The autodiff device the model trains on; its batches go there.
     pub device: Device,
-    /// Steps taken, the one that diverged included.
+    /// Steps taken, the one that diverged included (on a GPU, also those taken after it
+    /// until the read that found it).
     pub steps: usize,
+    /// Steps whose losses are read back in one transfer: 1 reads each step's loss as it
+    /// comes (the CPU's way); more keeps them on the device until that many are waiting.
+    read_every: usize,
+    /// The step whose loss a read found not finite.
+    diverged_at: Option<usize>,
+}
+
+/// What [`Trainer::run_with`] tells its caller as it goes.
+pub(crate) enum Event<'a> {
+    /// Losses just read back from the device, in step order: those of the steps taken since
+    /// the last read (one, when each loss is read as it comes). A read comes before the
+    /// [`Event::Step`] of the step at which it is made.
+    Losses(&'a [f32]),
+    /// A step was taken on this many images; its loss may not be read yet. The caller
+    /// returns `false` to end the run after it.
+    Step(usize),
 }
 
 impl<M: Classifier> Trainer<M> {
+    /// Losses kept on a GPU before a read, unless [`Trainer::read_every`] says otherwise.
+    const GPU_READ_EVERY: usize = 100;
+
     /// `model` moved to the autodiff twin of `device` in training mode, with the lecture's loss
-    /// (cross-entropy) and optimizer ([`crate::nn::fused::sgd`]).
+    /// (cross-entropy) and optimizer ([`crate::nn::fused::sgd`]). On the CPU each step's loss
+    /// is read as it comes; on a GPU, 100 steps' losses in one read.
     pub fn new(model: M, device: &Device, learning_rate: f64) -> Self {
         let device = device.clone().autodiff();
+        let read_every = if crate::device::is_cpu(&device) {
+            1
+        } else {
+            Self::GPU_READ_EVERY
+        };
         Trainer {
             model: Some(model.fork(&device).train()),
             optimizer: sgd(),
@@ -549,20 +626,59 @@ impl<M: Classifier> Trainer<M> {
             learning_rate,
             device,
             steps: 0,
+            read_every,
+            diverged_at: None,
         }
     }
 
-    /// The training loop: one SGD step ([`sgd_step`]) on each batch of `batches` in turn,
-    /// until they run out or `after_step(loss, images)` returns `false`.
-    ///
-    /// Returns `Some(loss)` when a step's loss was not finite (that step's update is not
-    /// made, and `after_step` does not see it): the caller reports it with
-    /// [`Trainer::diverged`].
+    /// Reads the losses back every `steps` steps (at least 1) from now on.
+    pub(crate) fn read_every(&mut self, steps: usize) {
+        self.read_every = steps.max(1);
+    }
+
+    /// The training loop, as [`Trainer::run_with`] runs it, with `after_step(loss, images)`
+    /// called once per step in step order, as each step's loss is read. Where the losses are
+    /// read in batches (a GPU), the calls come in a burst at each read, and a `false` from one
+    /// ends the run after the last step read.
     pub fn run(
         &mut self,
         batches: impl Iterator<Item = Result<MnistBatch>>,
         mut after_step: impl FnMut(f32, usize) -> bool,
     ) -> Result<Option<f32>> {
+        let (mut losses, mut images) = (VecDeque::new(), VecDeque::new());
+        let mut go_on = true;
+        self.run_with(batches, |event| {
+            match event {
+                Event::Losses(read) => losses.extend(read.iter().copied()),
+                Event::Step(n) => images.push_back(n),
+            }
+            while !losses.is_empty() && !images.is_empty() {
+                let (loss, n) = (losses.pop_front(), images.pop_front());
+                go_on &= after_step(loss.unwrap_or_default(), n.unwrap_or_default());
+            }
+            go_on
+        })
+    }
+
+    /// The training loop: one SGD step on each batch of `batches` in turn, until they run out
+    /// or `on(Event::Step(..))` returns `false`, telling `on` of each step and each read.
+    ///
+    /// With [`Trainer::read_every`] at 1 (the CPU), each step is [`sgd_step`]: its loss is read
+    /// at once, and the loop stops before the update when it is not finite. Otherwise the
+    /// steps keep their losses on the device, and one transfer reads them when
+    /// `read_every` are waiting and when the run ends (the batches run out, or `on` ends it);
+    /// the CPU then waits for the GPU only at those reads.
+    ///
+    /// Returns `Some(loss)` when a step's loss was not finite: `on` has had the losses before
+    /// it, not that one, and the caller reports it with [`Trainer::diverged`]. Where the losses
+    /// are read in batches, the steps after it until the read were taken too (on weights that
+    /// are no longer numbers); the run stops at that read, at most `read_every - 1` steps late.
+    pub(crate) fn run_with(
+        &mut self,
+        batches: impl Iterator<Item = Result<MnistBatch>>,
+        mut on: impl FnMut(Event<'_>) -> bool,
+    ) -> Result<Option<f32>> {
+        let mut waiting: Vec<Tensor<1>> = Vec::new();
         for batch in batches {
             let batch = batch?;
             let images = batch.targets.dims()[0];
@@ -570,34 +686,76 @@ impl<M: Classifier> Trainer<M> {
                 .model
                 .take()
                 .expect("the trainer holds its model between steps");
-            let (model, loss) = sgd_step(
-                model,
+            let args = (
                 &mut self.optimizer,
                 &self.loss_fn,
                 batch,
                 self.learning_rate,
             );
-            self.model = Some(model);
-            self.steps += 1;
-            if !loss.is_finite() {
-                return Ok(Some(loss));
+            if self.read_every == 1 {
+                let (model, loss) = sgd_step(model, args.0, args.1, args.2, args.3);
+                self.model = Some(model);
+                self.steps += 1;
+                if !loss.is_finite() {
+                    self.diverged_at = Some(self.steps);
+                    return Ok(Some(loss));
+                }
+                on(Event::Losses(&[loss]));
+            } else {
+                let (model, loss) = sgd_step_unread(model, args.0, args.1, args.2, args.3);
+                self.model = Some(model);
+                self.steps += 1;
+                waiting.push(loss);
+                if waiting.len() >= self.read_every
+                    && let Some(loss) = self.read_losses(&mut waiting, &mut on)
+                {
+                    return Ok(Some(loss));
+                }
             }
-            if !after_step(loss, images) {
+            if !on(Event::Step(images)) {
                 break;
             }
         }
-        Ok(None)
+        Ok(self.read_losses(&mut waiting, &mut on))
     }
 
-    /// The error for a loss that [`Trainer::run`] found not finite, at the last step, in
-    /// `epoch`.
+    /// Reads the `waiting` losses (the last steps') in one transfer and hands them to `on`;
+    /// `Some(loss)` for the first that is not finite, with only those before it handed on.
+    fn read_losses(
+        &mut self,
+        waiting: &mut Vec<Tensor<1>>,
+        on: &mut impl FnMut(Event<'_>) -> bool,
+    ) -> Option<f32> {
+        if waiting.is_empty() {
+            return None;
+        }
+        let first_step = self.steps + 1 - waiting.len();
+        let losses: Vec<f32> = read(Tensor::cat(std::mem::take(waiting), 0))
+            .iter::<f32>()
+            .collect();
+        let finite = losses.iter().take_while(|loss| loss.is_finite()).count();
+        if finite > 0 {
+            on(Event::Losses(&losses[..finite]));
+        }
+        let loss = *losses.get(finite)?;
+        self.diverged_at = Some(first_step + finite);
+        Some(loss)
+    }
+
+    /// The error for a loss that [`Trainer::run`] found not finite, at the step that had it,
+    /// in `epoch`.
     pub fn diverged(&self, loss: f32, epoch: usize) -> Error {
         Error::Diverged {
-            step: self.steps,
+            step: self.diverged_step(),
             epoch,
             loss,
             learning_rate: self.learning_rate,
         }
+    }
+
+    /// The step whose loss was not finite (the last step taken, before any was found).
+    fn diverged_step(&self) -> usize {
+        self.diverged_at.unwrap_or(self.steps)
     }
 
     /// The trained model.
@@ -625,7 +783,7 @@ pub fn sgd_step<M: Classifier>(
 ) -> (M, f32) {
     let logits = model.forward(batch.images);
     let loss = loss_fn.forward(logits, batch.targets);
-    let value: f32 = loss.clone().into_scalar();
+    let value = read(loss.clone()).iter::<f32>().next().unwrap_or(f32::NAN);
     if !value.is_finite() {
         return (model, value);
     }
@@ -633,8 +791,24 @@ pub fn sgd_step<M: Classifier>(
     (optimizer.step(learning_rate, model, grads), value)
 }
 
+/// [`sgd_step`] without reading the loss: the updated model and the batch's loss, still on
+/// the device (without autodiff), for [`Trainer::run_with`] to read with others. The update is
+/// made whatever the loss.
+fn sgd_step_unread<M: Classifier>(
+    model: M,
+    optimizer: &mut ModuleOptimizer,
+    loss_fn: &CrossEntropyLoss,
+    batch: MnistBatch,
+    learning_rate: f64,
+) -> (M, Tensor<1>) {
+    let logits = model.forward(batch.images);
+    let loss = loss_fn.forward(logits, batch.targets);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optimizer.step(learning_rate, model, grads), loss.inner())
+}
+
 /// Measures accuracy on the test split, prints the lecture's accuracy line and returns the
-/// accuracy in percent.
+/// accuracy in percent. The right answers add up on the device, read back once at the end.
 pub fn evaluate<M: Classifier>(
     model: &M,
     data: &Mnist,
@@ -680,27 +854,38 @@ fn evaluate_loop<M: Classifier>(
 /// The evaluation loop, for [`evaluate`] and the benchmark alike: `model`'s right answers on
 /// each batch of `batches` in turn, until they run out or `after_batch(images so far)` returns
 /// `false`. Returns the right answers and the images counted.
+///
+/// The right answers add up on the device, and one read at the end brings the total back: on
+/// a GPU the CPU does not wait for each batch.
 pub fn count_correct_in<M: Classifier>(
     model: &M,
     batches: impl Iterator<Item = Result<MnistBatch>>,
     mut after_batch: impl FnMut(usize) -> bool,
 ) -> Result<(i64, usize)> {
-    let (mut correct, mut total) = (0i64, 0usize);
+    let (mut correct, mut total) = (None, 0usize);
     for batch in batches {
         let batch = batch?;
         total += batch.targets.dims()[0];
-        correct += count_correct(model.forward(batch.images), batch.targets);
+        let right = count_correct(model.forward(batch.images), batch.targets);
+        correct = Some(match correct {
+            Some(so_far) => so_far + right,
+            None => right,
+        });
         if !after_batch(total) {
             break;
         }
     }
+    let correct = correct.map_or(0, |correct| {
+        read(correct).iter::<i64>().next().unwrap_or_default()
+    });
     Ok((correct, total))
 }
 
-/// The right answers among `logits`, the scores of a batch whose digits are `targets`.
-fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
+/// The right answers among `logits`, the scores of a batch whose digits are `targets`, as a
+/// one-value tensor on their device.
+fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
     let predicted = logits.argmax(1).flatten::<1>(0, 1);
-    predicted.equal(targets).int().sum().into_scalar()
+    predicted.equal(targets).int().sum()
 }
 
 fn short_type_name<M>() -> String {
@@ -753,7 +938,8 @@ mod tests {
         let before = values(&start);
 
         std::fs::write(&file, "").unwrap();
-        let (model, report) = train_loop(start, &data, &config, &device, &stop).unwrap();
+        let (model, report) =
+            train_loop(start, &data, &config, &device, &stop, Reads::EveryStep).unwrap();
         assert_eq!(report.stopped_at, Some(1));
         assert_eq!(
             (report.steps, report.losses.len(), report.epochs),
@@ -763,7 +949,8 @@ mod tests {
         assert_ne!(values(&model), before, "the model keeps its one step");
 
         // Without the file, the next run goes to the end: 5 epochs of 4 steps.
-        let (_, report) = train_loop(model, &data, &config, &device, &stop).unwrap();
+        let (_, report) =
+            train_loop(model, &data, &config, &device, &stop, Reads::EveryStep).unwrap();
         assert_eq!((report.stopped_at, report.steps), (None, 20));
     }
 
@@ -783,6 +970,123 @@ mod tests {
         assert!(!file.exists());
         let (_, counted) = evaluate_loop(&model, &data, &config, &device, &stop).unwrap();
         assert_eq!(counted, 500);
+    }
+
+    /// The log lines and progress a run hands its observer.
+    #[derive(Default)]
+    struct Seen {
+        lines: std::sync::Mutex<Vec<String>>,
+        steps: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl live::Observer for Arc<Seen> {
+        fn progress(&self, progress: &Progress) {
+            self.steps.lock().unwrap().push(progress.step);
+        }
+        fn line(&self, text: &str) {
+            self.lines.lock().unwrap().push(text.to_string());
+        }
+    }
+
+    /// The CPU with the GPU's reads: the same losses, weights and log lines as reading each
+    /// step's loss, in one read per log interval plus one at each epoch's end.
+    #[test]
+    fn reading_the_losses_once_per_log_interval_changes_nothing_but_the_reads() {
+        let _random = crate::testing::random_numbers();
+        let device = crate::device::cpu();
+        // 23 steps an epoch: a log line every 5 steps (4 lines), and 3 steps after the last.
+        let data = Mnist::synthetic(460, 100, 5);
+        let config = TrainingConfig::new()
+            .with_hidden_size(16)
+            .with_batch_size(20)
+            .with_learning_rate(0.05)
+            .with_num_epochs(2);
+        assert_eq!(log_interval(config.log_every, 23), 5);
+        let run = |config: &TrainingConfig, reads: Reads, stop: &StopSignal| {
+            crate::device::seed(&device, 3);
+            let model = crate::models::FcReluNetConfig::new(784, 16, 10).init(&device);
+            let seen = Arc::new(Seen::default());
+            live::set_observer(seen.clone());
+            let before = crate::testing::device_reads();
+            let outcome = train_loop(model, &data, config, &device, stop, reads);
+            let reads = crate::testing::device_reads() - before;
+            live::clear_observer();
+            let (model, report) = outcome.unwrap();
+            let lines: Vec<String> = seen.lines.lock().unwrap().clone();
+            // The step lines whole, and the epochs' mean losses without their times.
+            let lines: Vec<String> = lines
+                .iter()
+                .map(|line| match line.split_once(" done: ") {
+                    Some((epoch, rest)) => format!("{epoch} {}", rest.split(", ").next().unwrap()),
+                    None => line.clone(),
+                })
+                .collect();
+            let steps = seen.steps.lock().unwrap().clone();
+            (report, values(&model), lines, steps, reads)
+        };
+        let no_stop = StopSignal::default();
+        let (each, each_weights, each_lines, each_steps, each_reads) =
+            run(&config, Reads::EveryStep, &no_stop);
+        let (batched, weights, lines, steps, reads) = run(&config, Reads::PerLogInterval, &no_stop);
+        assert_eq!(each.losses.len(), 46);
+        assert_eq!(each_reads, 46, "one read per step");
+        assert_eq!(
+            reads,
+            2 * (23 / 5 + 1),
+            "4 log lines and the epoch's end, 2 epochs"
+        );
+        assert_eq!(batched.losses, each.losses, "bit for bit");
+        assert_eq!(batched.steps, each.steps);
+        assert!(weights == each_weights, "the same updates");
+        assert_eq!(lines.len(), 2 * (4 + 1));
+        assert_eq!(lines, each_lines);
+        // The progress bar moves every step, from the first step whose loss is known.
+        assert_eq!(each_steps, (1..=46).collect::<Vec<_>>());
+        assert_eq!(steps, each_steps[4..]);
+
+        // A run cut short by max_steps reads what it has when it stops: at 5, then at 7.
+        let short = config.clone().with_max_steps(Some(7));
+        let (report, _, _, _, reads) = run(&short, Reads::PerLogInterval, &no_stop);
+        assert_eq!((report.losses.len(), reads), (7, 2));
+        assert_eq!(report.losses, each.losses[..7]);
+
+        // The stop button: after the first step, with its loss read.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stop");
+        std::fs::write(&file, "").unwrap();
+        let stop = StopSignal::with_file(file);
+        let (report, _, _, _, reads) = run(&config, Reads::PerLogInterval, &stop);
+        assert_eq!(
+            (report.stopped_at, report.losses.len(), reads),
+            (Some(1), 1, 1)
+        );
+        assert_eq!(report.losses, each.losses[..1]);
+    }
+
+    /// A loss that turns NaN between two reads is caught at the next read, with the step
+    /// that had it, as reading each step's loss catches it at once.
+    #[test]
+    fn a_diverging_loss_read_late_names_the_step_that_diverged() {
+        let _random = crate::testing::random_numbers();
+        let device = crate::device::cpu();
+        let data = Mnist::synthetic(1000, 50, 5);
+        let config = TrainingConfig::new()
+            .with_hidden_size(32)
+            .with_batch_size(50)
+            .with_learning_rate(10.0);
+        let run = |reads: Reads| {
+            crate::device::seed(&device, 2);
+            let model = crate::models::FcNetConfig::new(784, 32, 10).init(&device);
+            let stop = StopSignal::default();
+            match train_loop(model, &data, &config, &device, &stop, reads) {
+                Err(Error::Diverged {
+                    step, epoch, loss, ..
+                }) => (step, epoch, loss.to_string()),
+                other => panic!("expected Diverged, got {:?}", other.map(|(_, r)| r.losses)),
+            }
+        };
+        let each = run(Reads::EveryStep);
+        assert_eq!(run(Reads::PerLogInterval), each);
     }
 
     #[test]

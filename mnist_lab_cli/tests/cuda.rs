@@ -37,6 +37,12 @@ fn every_lecture_model_trains_on_cuda_with_the_cpus_losses() {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
+fn cuda_reads_the_losses_once_per_log_interval() {
+    gpu::the_losses_come_back_once_per_log_interval(&cuda());
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU and its driver: cargo test -p mnist_lab_cli --features cuda -- --ignored"]
 fn the_program_trains_on_cuda_with_the_cpus_losses() {
     let _gpu = cuda();
     gpu::the_program_trains_with_the_cpus_losses("cuda");

@@ -38,6 +38,13 @@ fn every_lecture_model_trains_on_wgpu_with_the_cpus_losses() {
     gpu::every_lecture_model_trains_with_the_cpus_losses(&wgpu());
 }
 
+/// The losses come back once per log interval and evaluate's counts once, with the CPU's
+/// losses and accuracy.
+#[test]
+fn wgpu_reads_the_losses_once_per_log_interval() {
+    gpu::the_losses_come_back_once_per_log_interval(&wgpu());
+}
+
 #[test]
 fn auto_never_trains_on_a_software_renderer_and_the_report_names_the_adapter() {
     let gpu = wgpu();

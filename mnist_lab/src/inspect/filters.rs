@@ -169,8 +169,7 @@ impl Paint for Tiles {
 
 /// The values of a tensor as `f32`s.
 fn values_of<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
-    tensor
-        .into_data()
+    crate::device::read(tensor)
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| Error::Device {

@@ -6,7 +6,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use burn::tensor::Tensor;
+
 use crate::data::{MnistBatch, Split};
+use crate::device::read;
 use crate::live::StopSignal;
 use crate::models::Classifier;
 use crate::nn::fused::on_pool;
@@ -76,6 +79,22 @@ impl fmt::Display for Confusion {
     }
 }
 
+/// Batches whose scores [`Interpretation::new`] reads back in one transfer.
+const READ_BATCHES: usize = 50;
+
+/// Reads the `waiting` scores (`[batch, 10]` each) back in one transfer, onto the end of
+/// `logits`.
+fn read_scores(waiting: &mut Vec<Tensor<2>>, logits: &mut Vec<f32>) -> Result<()> {
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let scores = read(Tensor::cat(std::mem::take(waiting), 0)).convert::<f32>();
+    logits.extend_from_slice(scores.as_slice::<f32>().map_err(|e| Error::Device {
+        message: format!("could not read the model's scores: {e:?}"),
+    })?);
+    Ok(())
+}
+
 impl Interpretation {
     /// Runs `model` over every image of `split` (usually `&data.test`) on `device`, in
     /// batches, and keeps each image's prediction, confidence and loss. The notebook's stop
@@ -100,21 +119,28 @@ impl Interpretation {
         let logits = on_pool(move || -> Result<Vec<f32>> {
             let batches = loader(split, BATCH_SIZE, None, device);
             let mut logits = Vec::with_capacity(split.len() * 10);
+            // The scores stay on the device and come back READ_BATCHES batches at a time: on
+            // a GPU the CPU waits for it at those reads only.
+            let mut waiting = Vec::with_capacity(READ_BATCHES);
+            let (mut images, mut stopped) = (0, false);
             for batch in batches.iter() {
                 if stop.requested() {
-                    println!(
-                        "Stopped after {} of the {} images: the interpretation is of those",
-                        logits.len() / 10,
-                        split.len()
-                    );
+                    stopped = true;
                     break;
                 }
                 let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a test batch", e))?;
-                let scores = model.forward(batch.images).into_data();
-                let scores = scores.convert::<f32>();
-                logits.extend_from_slice(scores.as_slice::<f32>().map_err(|e| Error::Device {
-                    message: format!("could not read the model's scores: {e:?}"),
-                })?);
+                images += batch.targets.dims()[0];
+                waiting.push(model.forward(batch.images));
+                if waiting.len() == READ_BATCHES {
+                    read_scores(&mut waiting, &mut logits)?;
+                }
+            }
+            read_scores(&mut waiting, &mut logits)?;
+            if stopped {
+                println!(
+                    "Stopped after {images} of the {} images: the interpretation is of those",
+                    split.len()
+                );
             }
             Ok(logits)
         })?;

@@ -211,3 +211,58 @@ pub fn the_program_trains_with_the_cpus_losses(device: &str) {
         );
     }
 }
+
+/// One epoch of 23 steps on `gpu`, a log line every 5: the losses come back in 5 reads (at
+/// steps 5, 10, 15 and 20, and at the epoch's end) where the CPU reads each step's, they are
+/// the CPU's within [`LOSS_TOLERANCE`], and `evaluate` reads its 10 batches' right answers
+/// once and gives the CPU's accuracy.
+pub fn the_losses_come_back_once_per_log_interval(gpu: &Device) {
+    use mnist_lab::testing::device_reads;
+    let _random = random_numbers();
+    let cpu = device::cpu();
+    let data = Mnist::synthetic(230, 100, 17);
+    let config = TrainingConfig::new()
+        .with_batch_size(10)
+        .with_learning_rate(0.05)
+        .with_num_epochs(1)
+        .with_max_steps(None)
+        .with_seed(4);
+    assert_eq!(mnist_lab::train::log_interval(config.log_every, 23), 5);
+    let run = |device: &Device| {
+        seed(device, config.seed);
+        let model = ModelKind::Fc.init(784, 600, 10, device);
+        let before = device_reads();
+        let (model, report) = train(model, &data, &config, device).unwrap();
+        let train_reads = device_reads() - before;
+        let before = device_reads();
+        let accuracy = evaluate(&model, &data, &config, device).unwrap();
+        let evaluate_reads = device_reads() - before;
+        (report.losses, train_reads, accuracy, evaluate_reads)
+    };
+    let (cpu_losses, cpu_reads, cpu_accuracy, cpu_eval_reads) = run(&cpu);
+    let (gpu_losses, gpu_reads, gpu_accuracy, gpu_eval_reads) = run(gpu);
+    let name = device_label(gpu);
+    println!(
+        "reads per epoch of 23 steps: {cpu_reads} on the CPU, {gpu_reads} on {name}; evaluate: \
+         {cpu_eval_reads} and {gpu_eval_reads}; accuracy {cpu_accuracy:.1} % and \
+         {gpu_accuracy:.1} %"
+    );
+    assert_eq!(cpu_reads, 23, "the CPU reads each step's loss");
+    assert_eq!(
+        gpu_reads,
+        23 / 5 + 1,
+        "one read per log interval and one at the end"
+    );
+    assert_eq!((cpu_eval_reads, gpu_eval_reads), (1, 1));
+    assert_eq!(gpu_losses.len(), 23);
+    for (a, b) in cpu_losses.iter().zip(&gpu_losses) {
+        assert!(
+            (a - b).abs() <= LOSS_TOLERANCE,
+            "losses {cpu_losses:?} on the CPU, {gpu_losses:?} on {name}"
+        );
+    }
+    assert!(
+        (cpu_accuracy - gpu_accuracy).abs() <= 100.0 / data.test.len() as f64 + 1e-9,
+        "accuracy {cpu_accuracy:.1} % on the CPU, {gpu_accuracy:.1} % on {name}"
+    );
+}
