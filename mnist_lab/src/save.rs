@@ -101,7 +101,7 @@ pub fn saved_settings(path: impl AsRef<Path>) -> Result<Option<String>> {
 /// Writes `model` to `path` whole or not at all, with `settings` under [`SETTINGS_KEY`].
 fn write_model<M: Module>(model: &M, path: &Path, settings: Option<String>) -> Result<()> {
     output::check_file(path)?;
-    let failed = |e: burn_pack::Error| Error::Output {
+    let failed = |e: &dyn std::fmt::Display| Error::Output {
         path: path.to_path_buf(),
         source: io::Error::other(e.to_string()),
     };
@@ -109,19 +109,17 @@ fn write_model<M: Module>(model: &M, path: &Path, settings: Option<String>) -> R
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        .map_err(|e| failed(&e))?;
     let bytes = match settings {
         None => bytes,
         // Burn's record writes the tensors and its own metadata; the same tensors (views of
         // those bytes, no copy) are written again with the settings added.
         Some(json) => {
-            let reader = burn_pack::Reader::from_bytes(bytes).map_err(failed)?;
+            let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| failed(&e))?;
             let metadata = reader.metadata().clone();
             let scalars = reader.scalars().clone();
-            let mut writer = burn_pack::Writer::new(reader.into_tensors().map_err(failed)?);
+            let tensors = reader.into_tensors().map_err(|e| failed(&e))?;
+            let mut writer = burn_pack::Writer::new(tensors);
             for (key, value) in &metadata {
                 writer = writer.with_metadata(key, value);
             }
@@ -131,7 +129,7 @@ fn write_model<M: Module>(model: &M, path: &Path, settings: Option<String>) -> R
             writer
                 .with_metadata(SETTINGS_KEY, &json)
                 .into_bytes()
-                .map_err(failed)?
+                .map_err(|e| failed(&e))?
         }
     };
     output::write_atomic(path, &bytes)

@@ -125,19 +125,19 @@ struct TrainArgs {
     #[arg(long, value_parser = model_kind())]
     model: ModelKind,
     /// Passes over the training set
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = defaults().num_epochs)]
     epochs: usize,
     /// Learning rate of plain SGD
-    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults().learning_rate, allow_negative_numbers = true)]
     lr: f64,
     /// Images per step
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults().batch_size)]
     batch_size: usize,
     /// Width of the hidden layers
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults().hidden_size)]
     hidden_size: usize,
     /// Seed for the weights and the shuffling
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
     /// Folder with the four MNIST files [default: MNIST_LAB_DATA, else the cache, downloading]
     #[arg(long)]
@@ -154,6 +154,11 @@ struct TrainArgs {
     /// Save the trained model to this file (burnpack, e.g. conv2.bpk), for `evaluate --load`
     #[arg(long)]
     save: Option<PathBuf>,
+}
+
+/// The library's training settings, whose defaults are the command line's.
+fn defaults() -> TrainingConfig {
+    TrainingConfig::new()
 }
 
 /// clap's parser of a model name (the library's `FromStr`): `--help` and a wrong name list the
@@ -493,7 +498,7 @@ fn saved_settings(args: &EvaluateArgs) -> Result<ModelSettings> {
                  --model (and --hidden-size if it is not 600)"
             );
         };
-        let config = TrainingConfig::new();
+        let config = defaults();
         let hidden_size = args.hidden_size.unwrap_or(config.hidden_size);
         return Ok(ModelSettings::new(
             model,
