@@ -14,7 +14,9 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use mnist_lab::models::{Classifier, Conv2NetConfig, ConvNetConfig, FcNetConfig};
+use mnist_lab::models::{
+    Classifier, Conv2Net, Conv2NetConfig, ConvNet, ConvNetConfig, FcNet, FcNetConfig,
+};
 
 fn time<F: FnMut()>(label: &str, flops: f64, reps: usize, mut f: F) {
     f();
@@ -249,17 +251,11 @@ fn main() {
         live();
     }
     if filter.is_empty() || filter == "step" {
-        let fc = FcNetConfig::new(784, 600, 10);
-        let conv = ConvNetConfig::new(600, 10);
-        let conv2 = Conv2NetConfig::new(600, 10);
-        step("fc", fc.init(&device), fc.forward_macs() as f64, &device);
-        step(
-            "conv",
-            conv.init(&device),
-            conv.forward_macs() as f64,
-            &device,
-        );
-        let macs = conv2.forward_macs() as f64;
-        step("conv2", conv2.init(&device), macs, &device);
+        let macs = FcNetConfig::new(784, 600, 10).forward_macs() as f64;
+        step("fc", FcNet::new(784, 600, 10, &device), macs, &device);
+        let macs = ConvNetConfig::new(600, 10).forward_macs() as f64;
+        step("conv", ConvNet::new(600, 10, &device), macs, &device);
+        let macs = Conv2NetConfig::new(600, 10).forward_macs() as f64;
+        step("conv2", Conv2Net::new(600, 10, &device), macs, &device);
     }
 }

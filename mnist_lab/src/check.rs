@@ -99,11 +99,12 @@ pub fn layers<M: Module>(model: &M) -> Vec<Layer> {
 /// MNIST's 1 x 28 x 28 images or its `num_classes` classes.
 ///
 /// ```
+/// use mnist_lab::models::ConvNet;
 /// use mnist_lab::prelude::*;
 ///
 /// let device = mnist_lab::device::cpu();
 /// // Model 3 as the lecture builds it: conv1 gives 4840 values and fc1 takes 4840.
-/// let model = ConvNetConfig::new(600, 10).init(&device);
+/// let model = ConvNet::new(600, 10, &device);
 /// assert!(mnist_lab::check::check_model(&model, &device, 10).is_ok());
 /// ```
 pub fn check_model<M: Classifier>(model: &M, device: &Device, num_classes: usize) -> Result<()> {
@@ -215,7 +216,7 @@ fn explain(layers: &[Layer]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{Conv2NetConfig, ConvNetConfig, FcNetConfig};
+    use crate::models::{Conv2Net, ConvNet, FcNet};
 
     fn linear(name: &str, inputs: usize, outputs: usize) -> Layer {
         Layer {
@@ -239,7 +240,7 @@ mod tests {
     fn lists_the_lecture_layers_in_order() {
         let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
-        let found = layers(&Conv2NetConfig::new(600, 10).init(&device));
+        let found = layers(&Conv2Net::new(600, 10, &device));
         assert_eq!(
             found,
             vec![
@@ -250,10 +251,7 @@ mod tests {
                 linear("fc3", 600, 10),
             ]
         );
-        assert_eq!(
-            layers(&FcNetConfig::new(784, 600, 10).init(&device)).len(),
-            3
-        );
+        assert_eq!(layers(&FcNet::new(784, 600, 10, &device)).len(), 3);
     }
 
     #[test]
@@ -283,15 +281,15 @@ mod tests {
     fn the_lecture_models_pass_the_check() {
         let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
-        check_model(&ConvNetConfig::new(32, 10).init(&device), &device, 10).unwrap();
-        check_model(&FcNetConfig::new(784, 32, 10).init(&device), &device, 10).unwrap();
+        check_model(&ConvNet::new(32, 10, &device), &device, 10).unwrap();
+        check_model(&FcNet::new(784, 32, 10, &device), &device, 10).unwrap();
     }
 
     #[test]
     fn a_wrong_number_of_outputs_is_reported() {
         let _random = crate::testing::random_numbers();
         let device = crate::device::cpu();
-        let model = FcNetConfig::new(784, 32, 7).init(&device);
+        let model = FcNet::new(784, 32, 7, &device);
         let message = check_model(&model, &device, 10).unwrap_err().to_string();
         assert!(
             message.contains("fc3 gives 7 outputs per image"),

@@ -25,12 +25,13 @@
 //! Train the lecture's first model for a few steps on a tiny synthetic data set:
 //!
 //! ```
+//! use mnist_lab::models::FcNet;
 //! use mnist_lab::prelude::*;
 //!
 //! let device = mnist_lab::device::cpu();
 //! let data = Mnist::synthetic(200, 100, 7);
 //! let config = TrainingConfig::new().with_num_epochs(1).with_max_steps(Some(2));
-//! let model = FcNetConfig::new(784, 600, 10).init(&device);
+//! let model = FcNet::new(784, 600, 10, &device);
 //! let (model, report) = train(model, &data, &config, &device).unwrap();
 //! assert_eq!(report.losses.len(), 2);
 //! let accuracy = evaluate(&model, &data, &config, &device).unwrap();
@@ -61,10 +62,7 @@ pub mod prelude {
     pub use crate::data::{Mnist, MnistBatch};
     pub use crate::device::{Device, DeviceChoice, pick_device};
     pub use crate::inspect::{Interpretation, feature_maps_chart, filters_chart, predict, summary};
-    pub use crate::models::{
-        Classifier, Conv2Net, Conv2NetConfig, ConvNet, ConvNetConfig, FcNet, FcNetConfig,
-        FcReluNet, FcReluNetConfig,
-    };
+    pub use crate::models::Classifier;
     pub use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig};
     pub use crate::plot::{Chart, compare_chart, digits_chart, loss_chart};
     pub use crate::report::results_table;

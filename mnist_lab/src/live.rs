@@ -41,8 +41,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use crate::report::thousands;
+use crate::report::{TrainingReport, thousands};
 
 /// Environment variable naming the stop file (set by the project's kernel launcher).
 pub const STOP_FILE_VAR: &str = "MNIST_LAB_STOP_FILE";
@@ -109,6 +110,18 @@ impl StopSignal {
             }
             _ => false,
         }
+    }
+
+    /// [`requested`](StopSignal::requested) for a pass over `of` images that has seen
+    /// `images`; when a stop was asked for, it also prints what the result is then made of:
+    /// `Stopped after 300 of the 2000 {what}`, where `what` names the images and their result
+    /// (`"test images: the accuracy below is on those"`).
+    pub(crate) fn requested_after(&self, images: usize, of: usize, what: &str) -> bool {
+        let stop = self.requested();
+        if stop {
+            println!("Stopped after {images} of the {of} {what}");
+        }
+        stop
     }
 }
 
@@ -283,6 +296,74 @@ pub(crate) fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// What [`train`](crate::train::train) shows as it goes: the log lines, the live display of the project's
+/// notebook kernel, and the command line's progress bar.
+pub(crate) struct Watch {
+    observer: Option<Arc<dyn Observer>>,
+    display: LiveDisplay,
+    started: Instant,
+    last_drawn: Option<Instant>,
+}
+
+impl Watch {
+    /// Redraws of the live display are at most this often.
+    const REDRAW_EVERY: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Self {
+        Watch {
+            observer: observer(),
+            display: LiveDisplay::new(),
+            started: Instant::now(),
+            last_drawn: None,
+        }
+    }
+
+    pub(crate) fn line(&self, text: &str) {
+        log(self.observer.as_ref(), text);
+    }
+
+    /// Seconds since the watch began.
+    pub(crate) fn elapsed_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Whether anything watches the steps (outside the notebook kernel and a terminal,
+    /// nothing does, and a step costs nothing more).
+    pub(crate) fn is_watched(&self) -> bool {
+        self.observer.is_some() || self.display.is_active()
+    }
+
+    /// After each step.
+    pub(crate) fn step(&mut self, report: &TrainingReport, progress: &Progress) {
+        if let Some(observer) = &self.observer {
+            observer.progress(progress);
+        }
+        let due = self
+            .last_drawn
+            .is_none_or(|at| at.elapsed() >= Self::REDRAW_EVERY);
+        if self.display.is_active() && due {
+            let chart = crate::plot::loss_chart_svg(report).unwrap_or_default();
+            self.display
+                .show(&progress.line(), &format!("{}{chart}", progress.html()));
+            self.last_drawn = Some(Instant::now());
+        }
+    }
+
+    /// At the end: the finished bar and its summary stay, without the chart (the cell
+    /// draws its own).
+    pub(crate) fn finish(&mut self, last: Option<Progress>, summary: &str) {
+        if let Some(observer) = &self.observer {
+            observer.finished();
+        }
+        if let (true, Some(progress)) = (self.display.is_active(), last) {
+            let html = progress
+                .html()
+                .replace(&html_escape(&progress.line()), &html_escape(summary));
+            self.display.show(summary, &html);
+        }
+    }
 }
 
 #[cfg(test)]

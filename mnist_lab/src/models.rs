@@ -1,14 +1,16 @@
 //! The lecture's four models, and the [`Classifier`] trait any model implements to be
 //! trained by [`crate::train::train`].
 //!
-//! | model | layers | PyTorch on mnist-mini, 22 epochs |
-//! |-------|--------|-------|
-//! | [`FcNet`] | Linear 784->600->600->10, no nonlinearity | ~77% |
-//! | [`FcReluNet`] | the same with ReLU between the layers | ~54% |
-//! | [`ConvNet`] | Conv2d(1, 10, k=7) -> 10x22x22 = 4840 -> fc-relu | ~77% |
-//! | [`Conv2Net`] | + Conv2d(10, 55, k=2) -> 55x21x21 = 24255 -> fc-relu | ~87% |
+//! | model | layers |
+//! |-------|--------|
+//! | [`FcNet`] | Linear 784->600->600->10, no nonlinearity |
+//! | [`FcReluNet`] | the same with ReLU between the layers |
+//! | [`ConvNet`] | Conv2d(1, 10, k=7) -> 10x22x22 = 4840 -> fc-relu |
+//! | [`Conv2Net`] | + Conv2d(10, 55, k=2) -> 55x21x21 = 24255 -> fc-relu |
 //!
-//! As in the lecture, no ReLU follows the convolutions.
+//! As in the lecture, no ReLU follows the convolutions. Each is built as the lecture builds
+//! it, `FcNet::new(784, 600, 10, &device)`, the idiom the notebooks' own structs follow; their
+//! accuracies are in the README ("Results on mnist-mini").
 
 use crate::data::IMAGE_SIDE;
 pub use crate::nn::Classifier;
@@ -37,7 +39,8 @@ pub struct FcNet {
     fc3: Linear,
 }
 
-/// Builds an [`FcNet`].
+/// The sizes of an [`FcNet`] (what [`FcNet::new`] takes), as one value: for its count of
+/// multiply-accumulates and to save beside its weights.
 #[derive(Config, Debug)]
 pub struct FcNetConfig {
     /// Pixels per image: 28 x 28 = 784.
@@ -54,13 +57,28 @@ impl FcNetConfig {
         mlp_macs(self.input_size, self.hidden_size, self.num_classes)
     }
 
-    /// Creates the model with freshly initialised weights on `device`.
-    pub fn init(&self, device: &Device) -> FcNet {
+    /// Creates the model with freshly initialised weights on `device` (what `new` does).
+    pub(crate) fn init(&self, device: &Device) -> FcNet {
         FcNet {
             fc1: LinearConfig::new(self.input_size, self.hidden_size).init(device),
             fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
             fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
         }
+    }
+}
+
+impl FcNet {
+    /// Model 1 with freshly initialised weights on `device`: `input_size` pixels in, two hidden
+    /// layers of `hidden_size`, `num_classes` scores out, as the lecture builds it.
+    ///
+    /// ```
+    /// use mnist_lab::models::FcNet;
+    ///
+    /// let model = FcNet::new(784, 600, 10, &mnist_lab::device::cpu());
+    /// # let _ = model;
+    /// ```
+    pub fn new(input_size: usize, hidden_size: usize, num_classes: usize, device: &Device) -> Self {
+        FcNetConfig::new(input_size, hidden_size, num_classes).init(device)
     }
 }
 
@@ -85,7 +103,8 @@ pub struct FcReluNet {
     fc3: Linear,
 }
 
-/// Builds an [`FcReluNet`].
+/// The sizes of an [`FcReluNet`] (what [`FcReluNet::new`] takes), as one value: for its count of
+/// multiply-accumulates and to save beside its weights.
 #[derive(Config, Debug)]
 pub struct FcReluNetConfig {
     /// Pixels per image: 28 x 28 = 784.
@@ -102,14 +121,22 @@ impl FcReluNetConfig {
         mlp_macs(self.input_size, self.hidden_size, self.num_classes)
     }
 
-    /// Creates the model with freshly initialised weights on `device`.
-    pub fn init(&self, device: &Device) -> FcReluNet {
+    /// Creates the model with freshly initialised weights on `device` (what `new` does).
+    pub(crate) fn init(&self, device: &Device) -> FcReluNet {
         FcReluNet {
             fc1: LinearConfig::new(self.input_size, self.hidden_size).init(device),
             relu: Relu::new(),
             fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
             fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
         }
+    }
+}
+
+impl FcReluNet {
+    /// Model 2 with freshly initialised weights on `device`, as the lecture builds it: the sizes
+    /// of [`FcNet::new`].
+    pub fn new(input_size: usize, hidden_size: usize, num_classes: usize, device: &Device) -> Self {
+        FcReluNetConfig::new(input_size, hidden_size, num_classes).init(device)
     }
 }
 
@@ -135,7 +162,8 @@ pub struct ConvNet {
     fc3: Linear,
 }
 
-/// Builds a [`ConvNet`].
+/// The sizes of a [`ConvNet`] (the widths [`ConvNet::new`] takes, and the lecture's kernel), as
+/// one value: for its count of multiply-accumulates and to save beside its weights.
 #[derive(Config, Debug)]
 pub struct ConvNetConfig {
     /// Width of the two hidden layers (the lecture uses 600).
@@ -168,8 +196,8 @@ impl ConvNetConfig {
             + mlp_macs(self.flat_size(), self.hidden_size, self.num_classes)
     }
 
-    /// Creates the model with freshly initialised weights on `device`.
-    pub fn init(&self, device: &Device) -> ConvNet {
+    /// Creates the model with freshly initialised weights on `device` (what `new` does).
+    pub(crate) fn init(&self, device: &Device) -> ConvNet {
         let k = self.conv1_kernel;
         ConvNet {
             conv1: Conv2dConfig::new([1, self.conv1_channels], [k, k]).init(device),
@@ -178,6 +206,21 @@ impl ConvNetConfig {
             fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
             fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
         }
+    }
+}
+
+impl ConvNet {
+    /// Model 3 with freshly initialised weights on `device`, as the lecture builds it: `conv1`
+    /// (10 filters of 7 x 7), then two hidden layers of `hidden_size` and `num_classes` scores.
+    ///
+    /// ```
+    /// use mnist_lab::models::ConvNet;
+    ///
+    /// let model = ConvNet::new(600, 10, &mnist_lab::device::cpu());
+    /// # let _ = model;
+    /// ```
+    pub fn new(hidden_size: usize, num_classes: usize, device: &Device) -> Self {
+        ConvNetConfig::new(hidden_size, num_classes).init(device)
     }
 }
 
@@ -205,7 +248,9 @@ pub struct Conv2Net {
     fc3: Linear,
 }
 
-/// Builds a [`Conv2Net`].
+/// The sizes of a [`Conv2Net`] (the widths [`Conv2Net::new`] takes, and the lecture's
+/// kernels), as one value: for its count of multiply-accumulates and to save beside its
+/// weights.
 #[derive(Config, Debug)]
 pub struct Conv2NetConfig {
     /// Width of the two hidden layers (the lecture uses 600).
@@ -250,8 +295,8 @@ impl Conv2NetConfig {
             + mlp_macs(self.flat_size(), self.hidden_size, self.num_classes)
     }
 
-    /// Creates the model with freshly initialised weights on `device`.
-    pub fn init(&self, device: &Device) -> Conv2Net {
+    /// Creates the model with freshly initialised weights on `device` (what `new` does).
+    pub(crate) fn init(&self, device: &Device) -> Conv2Net {
         let (k1, k2) = (self.conv1_kernel, self.conv2_kernel);
         let (c1, c2) = (self.conv1_channels, self.conv2_channels);
         Conv2Net {
@@ -262,6 +307,15 @@ impl Conv2NetConfig {
             fc2: LinearConfig::new(self.hidden_size, self.hidden_size).init(device),
             fc3: LinearConfig::new(self.hidden_size, self.num_classes).init(device),
         }
+    }
+}
+
+impl Conv2Net {
+    /// Model 4 with freshly initialised weights on `device`, as the lecture builds it: `conv1`
+    /// (10 filters of 7 x 7), `conv2` (55 of 2 x 2), then two hidden layers of `hidden_size`
+    /// and `num_classes` scores.
+    pub fn new(hidden_size: usize, num_classes: usize, device: &Device) -> Self {
+        Conv2NetConfig::new(hidden_size, num_classes).init(device)
     }
 }
 

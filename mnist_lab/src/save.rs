@@ -6,16 +6,17 @@
 //! and names the first layer whose shape differs, instead of Burn's panic.
 //!
 //! ```
+//! use mnist_lab::models::FcNet;
 //! use mnist_lab::prelude::*;
 //!
 //! let device = mnist_lab::device::cpu();
-//! let model = FcNetConfig::new(784, 32, 10).init(&device);
+//! let model = FcNet::new(784, 32, 10, &device);
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("fc.bpk");
 //! save(&model, &path).unwrap();
 //!
 //! // A skeleton of the same architecture (its weights are replaced), then the file's weights.
-//! let loaded = load(FcNetConfig::new(784, 32, 10).init(&device), &path).unwrap();
+//! let loaded = load(FcNet::new(784, 32, 10, &device), &path).unwrap();
 //! let images = Tensor::<4>::ones([1, 1, 28, 28], &device);
 //! assert_eq!(
 //!     model.forward(images.clone()).into_data(),
@@ -23,7 +24,7 @@
 //! );
 //!
 //! // A model of another shape is refused, naming the parameter and both shapes.
-//! let wrong = load(FcNetConfig::new(784, 64, 10).init(&device), &path).unwrap_err();
+//! let wrong = load(FcNet::new(784, 64, 10, &device), &path).unwrap_err();
 //! assert!(wrong.to_string().contains("fc1.bias is 32 in the file but 64 in the model"));
 //! ```
 
@@ -54,19 +55,21 @@ pub const SETTINGS_KEY: &str = "mnist_lab.settings";
 /// travel without them. [`saved_settings`] reads them back.
 ///
 /// ```
+/// use mnist_lab::models::{FcNet, FcNetConfig};
 /// use mnist_lab::prelude::*;
 /// use mnist_lab::save::{save_with_settings, saved_settings};
 ///
 /// let device = mnist_lab::device::cpu();
-/// let config = FcNetConfig::new(784, 32, 10);
+/// let sizes = FcNetConfig::new(784, 32, 10);
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("fc.bpk");
-/// save_with_settings(&config.init(&device), &config, &path).unwrap();
+/// save_with_settings(&FcNet::new(784, 32, 10, &device), &sizes, &path).unwrap();
 ///
 /// let json = saved_settings(&path).unwrap().expect("the settings were saved");
 /// let again: FcNetConfig = serde_json::from_str(&json).unwrap();
 /// assert_eq!(again.hidden_size, 32);
-/// let loaded = load(again.init(&device), &path).unwrap();
+/// let skeleton = FcNet::new(again.input_size, again.hidden_size, again.num_classes, &device);
+/// let loaded = load(skeleton, &path).unwrap();
 ///
 /// // A file from `save` alone has none.
 /// save(&loaded, &path).unwrap();

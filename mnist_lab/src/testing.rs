@@ -64,6 +64,7 @@ impl ModuleVisitor for Values {
 /// trains does, so that no other test's training reads in between.
 ///
 /// ```
+/// use mnist_lab::models::FcNet;
 /// use mnist_lab::prelude::*;
 /// use mnist_lab::testing::{device_reads, random_numbers};
 ///
@@ -71,7 +72,7 @@ impl ModuleVisitor for Values {
 /// let device = mnist_lab::device::cpu();
 /// let data = Mnist::synthetic(100, 300, 2);
 /// let config = TrainingConfig::new().with_hidden_size(16);
-/// let model = FcNetConfig::new(784, 16, 10).init(&device);
+/// let model = FcNet::new(784, 16, 10, &device);
 /// let before = device_reads();
 /// evaluate(&model, &data, &config, &device)?;
 /// assert_eq!(device_reads() - before, 1, "three test batches, one read");

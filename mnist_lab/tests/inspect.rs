@@ -1,6 +1,10 @@
 //! Looking inside models: `summary`, `Interpretation`, the filter and prediction charts.
 
 use mnist_lab::check::check_model;
+use mnist_lab::models::{
+    Conv2Net, Conv2NetConfig, ConvNet, ConvNetConfig, FcNet, FcNetConfig, FcReluNet,
+    FcReluNetConfig,
+};
 use mnist_lab::prelude::*;
 
 fn cpu() -> Device {
@@ -25,7 +29,7 @@ fn row(name: &str, shape: &str, params: usize) -> (String, String, usize) {
 fn summary_of_the_four_lecture_models() {
     let device = cpu();
     let h = 600;
-    let fc = summary(&FcNetConfig::new(784, h, 10).init(&device)).unwrap();
+    let fc = summary(&FcNet::new(784, h, 10, &device)).unwrap();
     let mlp = |first: usize| {
         vec![
             row("fc1", "600", first * 600 + 600),
@@ -34,15 +38,15 @@ fn summary_of_the_four_lecture_models() {
         ]
     };
     assert_eq!(measured(&fc), mlp(784));
-    let relu = summary(&FcReluNetConfig::new(784, h, 10).init(&device)).unwrap();
+    let relu = summary(&FcReluNet::new(784, h, 10, &device)).unwrap();
     assert_eq!(measured(&relu), mlp(784));
 
-    let conv = summary(&ConvNetConfig::new(h, 10).init(&device)).unwrap();
+    let conv = summary(&ConvNet::new(h, 10, &device)).unwrap();
     let mut expected = vec![row("conv1", "10 x 22 x 22", 10 * 49 + 10)];
     expected.extend(mlp(4840));
     assert_eq!(measured(&conv), expected);
 
-    let conv2 = summary(&Conv2NetConfig::new(h, 10).init(&device)).unwrap();
+    let conv2 = summary(&Conv2Net::new(h, 10, &device)).unwrap();
     let mut expected = vec![
         row("conv1", "10 x 22 x 22", 10 * 49 + 10),
         row("conv2", "55 x 21 x 21", 55 * 10 * 4 + 55),
@@ -70,14 +74,14 @@ fn summary_of_the_four_lecture_models() {
     }
     assert_eq!(
         conv2.total_params,
-        Conv2NetConfig::new(h, 10).init(&device).num_params()
+        Conv2Net::new(h, 10, &device).num_params()
     );
 }
 
 #[test]
 fn summary_text_and_html() {
     let device = cpu();
-    let table = summary(&Conv2NetConfig::new(600, 10).init(&device)).unwrap();
+    let table = summary(&Conv2Net::new(600, 10, &device)).unwrap();
     let text = table.to_string();
     println!("{text}");
     let lines: Vec<&str> = text.lines().collect();
@@ -205,7 +209,7 @@ fn trained() -> (mnist_lab::models::FcNet, Mnist, TrainingConfig) {
         .with_num_epochs(2)
         .with_learning_rate(0.05);
     mnist_lab::train::seed(&device, 3);
-    let model = FcNetConfig::new(784, 32, 10).init(&device);
+    let model = FcNet::new(784, 32, 10, &device);
     let (model, _) = train(model, &data, &config, &device).unwrap();
     (model, data, config)
 }
@@ -302,7 +306,7 @@ fn charts_have_their_titles_a_png_and_a_description() {
     assert!(top.svg().contains("Top 6 losses"));
     assert!(top.svg().contains(&interp.caption(interp.top_losses(1)[0])));
 
-    let conv = Conv2NetConfig::new(32, 10).init(&device);
+    let conv = Conv2Net::new(32, 10, &device);
     let table = summary(&conv).unwrap();
     assert_eq!(table.row("conv1").unwrap().output, vec![10, 22, 22]);
     let weights: Conv2d = Conv2dConfig::new([10, 55], [2, 2]).init(&device);

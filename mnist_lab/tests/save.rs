@@ -1,7 +1,16 @@
 //! Saving a trained model and loading it back.
 
-use mnist_lab::models::Conv2Net;
+use mnist_lab::models::{Conv2Net, ConvNet, FcNet};
 use mnist_lab::prelude::*;
+
+/// [`mnist_lab::models::FcNet`]'s layers with a 1 x 1 convolution in front.
+#[derive(Module, Debug)]
+struct ConvInFront {
+    conv1: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+}
 
 fn cpu() -> Device {
     mnist_lab::device::cpu()
@@ -10,7 +19,7 @@ fn cpu() -> Device {
 fn conv2(hidden: usize, seed: u64) -> Conv2Net {
     let device = cpu();
     mnist_lab::train::seed(&device, seed);
-    Conv2NetConfig::new(hidden, 10).init(&device)
+    Conv2Net::new(hidden, 10, &device)
 }
 
 fn logits(model: &Conv2Net) -> Vec<f32> {
@@ -53,12 +62,12 @@ fn a_trained_model_survives_the_round_trip() {
     let config = TrainingConfig::new()
         .with_num_epochs(1)
         .with_learning_rate(0.05);
-    let model = FcNetConfig::new(784, 16, 10).init(&device);
+    let model = FcNet::new(784, 16, 10, &device);
     let (model, _) = train(model, &data, &config, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fc.bpk");
     save(&model, &path).unwrap();
-    let loaded = load(FcNetConfig::new(784, 16, 10).init(&device), &path).unwrap();
+    let loaded = load(FcNet::new(784, 16, 10, &device), &path).unwrap();
     assert_eq!(
         evaluate(&model, &data, &config, &device).unwrap(),
         evaluate(&loaded, &data, &config, &device).unwrap()
@@ -71,13 +80,13 @@ fn a_wrong_architecture_names_the_layer_and_both_shapes() {
     let path = dir.path().join("conv2.bpk");
     save(&conv2(32, 1), &path).unwrap();
     let device = cpu();
-    let conv = ConvNetConfig::new(32, 10).init(&device);
+    let conv = ConvNet::new(32, 10, &device);
     let message = load(conv, &path).unwrap_err().to_string();
     assert!(
         message.contains("fc1.weight is 24255 x 32 in the file but 4840 x 32 in the model"),
         "{message}"
     );
-    let wider = Conv2NetConfig::new(64, 10).init(&device);
+    let wider = Conv2Net::new(64, 10, &device);
     let message = load(wider, &path).unwrap_err().to_string();
     assert!(
         message.contains("fc1.bias is 32 in the file but 64"),
@@ -86,11 +95,13 @@ fn a_wrong_architecture_names_the_layer_and_both_shapes() {
     // Same shapes for the layers both have, but one layer more in the model: a 1 x 1
     // convolution in front keeps 784 values for fc1.
     let fc_path = dir.path().join("fc.bpk");
-    save(&FcNetConfig::new(784, 32, 10).init(&device), &fc_path).unwrap();
-    let conv = ConvNetConfig::new(32, 10)
-        .with_conv1_channels(1)
-        .with_conv1_kernel(1)
-        .init(&device);
+    save(&FcNet::new(784, 32, 10, &device), &fc_path).unwrap();
+    let conv = ConvInFront {
+        conv1: Conv2dConfig::new([1, 1], [1, 1]).init(&device),
+        fc1: LinearConfig::new(784, 32).init(&device),
+        fc2: LinearConfig::new(32, 32).init(&device),
+        fc3: LinearConfig::new(32, 10).init(&device),
+    };
     let message = load(conv, &fc_path).unwrap_err().to_string();
     assert!(
         message.contains("the model has conv1.bias, conv1.weight that the file lacks"),

@@ -1,6 +1,7 @@
 //! The models' shapes and the training loop, on small synthetic data (no files, no network).
 
 use mnist_lab::Error;
+use mnist_lab::models::{Conv2Net, Conv2NetConfig, ConvNet, ConvNetConfig, FcNet, FcReluNet};
 use mnist_lab::prelude::*;
 use mnist_lab::testing::random_numbers;
 use mnist_lab::train::seed;
@@ -22,10 +23,10 @@ fn every_lecture_model_maps_images_to_ten_scores() {
     let _random = random_numbers();
     let device = device();
     let images = || Tensor::<4>::zeros([3, 1, 28, 28], &device);
-    let fc = FcNetConfig::new(784, 16, 10).init(&device);
-    let fc_relu = FcReluNetConfig::new(784, 16, 10).init(&device);
-    let conv = ConvNetConfig::new(16, 10).init(&device);
-    let conv2 = Conv2NetConfig::new(16, 10).init(&device);
+    let fc = FcNet::new(784, 16, 10, &device);
+    let fc_relu = FcReluNet::new(784, 16, 10, &device);
+    let conv = ConvNet::new(16, 10, &device);
+    let conv2 = Conv2Net::new(16, 10, &device);
     assert_eq!(fc.forward(images()).dims(), [3, 10]);
     assert_eq!(fc_relu.forward(images()).dims(), [3, 10]);
     assert_eq!(conv.forward(images()).dims(), [3, 10]);
@@ -40,7 +41,7 @@ fn flatten_sizes_are_the_lectures() {
     assert_eq!(Conv2NetConfig::new(600, 10).flat_size(), 24255);
     // The layers really are that wide: fc1 takes the flattened convolution output.
     let device = device();
-    let layers = mnist_lab::check::layers(&Conv2NetConfig::new(600, 10).init(&device));
+    let layers = mnist_lab::check::layers(&Conv2Net::new(600, 10, &device));
     let fc1 = layers.iter().find(|l| l.name == "fc1").unwrap();
     assert_eq!(
         fc1.kind,
@@ -58,7 +59,7 @@ fn training_lowers_the_loss_and_raises_accuracy() {
     let data = Mnist::synthetic(1000, 500, 3);
     let config = quick(3).with_learning_rate(0.3);
     seed(&device, 1);
-    let model = FcReluNetConfig::new(784, 32, 10).init(&device);
+    let model = FcReluNet::new(784, 32, 10, &device);
     let before = evaluate(&model, &data, &config, &device).unwrap();
     let (model, report) = train(model, &data, &config, &device).unwrap();
     let after = evaluate(&model, &data, &config, &device).unwrap();
@@ -84,7 +85,7 @@ fn the_same_seed_gives_the_same_losses() {
     let config = quick(1).with_seed(9);
     let run = || {
         seed(&device, 9);
-        let model = ConvNetConfig::new(16, 10).init(&device);
+        let model = ConvNet::new(16, 10, &device);
         train(model, &data, &config, &device).unwrap().1.losses
     };
     let (first, second) = (run(), run());
@@ -98,7 +99,7 @@ fn max_steps_cuts_a_run_short() {
     let device = device();
     let data = Mnist::synthetic(500, 50, 5);
     let config = quick(3).with_max_steps(Some(4));
-    let model = FcNetConfig::new(784, 16, 10).init(&device);
+    let model = FcNet::new(784, 16, 10, &device);
     let (_, report) = train(model, &data, &config, &device).unwrap();
     assert_eq!((report.steps, report.epochs), (4, 1));
 }
@@ -162,7 +163,7 @@ fn a_loss_that_blows_up_stops_training_with_advice() {
     let data = Mnist::synthetic(1000, 50, 5);
     let config = quick(3).with_learning_rate(10.0);
     seed(&device, 2);
-    let model = FcNetConfig::new(784, 32, 10).init(&device);
+    let model = FcNet::new(784, 32, 10, &device);
     let error = train(model, &data, &config, &device).unwrap_err();
     let Error::Diverged {
         step,
@@ -185,7 +186,7 @@ fn bad_settings_are_refused_before_any_work() {
     let _random = random_numbers();
     let device = device();
     let data = Mnist::synthetic(100, 50, 5);
-    let model = FcNetConfig::new(784, 16, 10).init(&device);
+    let model = FcNet::new(784, 16, 10, &device);
     let error = train(model, &data, &quick(1).with_batch_size(0), &device).unwrap_err();
     assert!(error.to_string().contains("`batch_size`"), "{error}");
 }
@@ -204,7 +205,7 @@ fn the_loop_by_hand_gives_trains_losses() {
     let data = Mnist::synthetic(300, 100, 17);
     let config = quick(1).with_seed(5);
     seed(&device, config.seed);
-    let model = FcNetConfig::new(784, 32, 10).init(&device);
+    let model = FcNet::new(784, 32, 10, &device);
     let (_, report) = train(model, &data, &config, &device).unwrap();
     assert_eq!(report.losses.len(), 6);
 
@@ -213,7 +214,7 @@ fn the_loop_by_hand_gives_trains_losses() {
     let train_device = device.clone().autodiff(); // gradients are recorded here
     let criterion = CrossEntropyLossConfig::new().init(&train_device);
     let mut optimizer = SgdConfig::new().init();
-    let mut model = FcNetConfig::new(784, 32, 10).init(&train_device);
+    let mut model = FcNet::new(784, 32, 10, &train_device);
     let mut losses: Vec<f32> = Vec::new();
     for batch in TrainingBatches::new(&data, &config, &train_device).iter() {
         let batch = batch.unwrap();

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use mnist_lab::data::{IMAGE_PIXELS, Mnist, MnistBatch, NUM_CLASSES};
 use mnist_lab::nn::fused::on_pool;
-use mnist_lab::train::{Trainer, count_correct_in, loader};
+use mnist_lab::train::{Trainer, TrainingConfig, count_correct_in, loader};
 use mnist_lab::{Error, Result};
 
 use crate::models::{LectureModel, ModelKind};
@@ -65,16 +65,18 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
+        // The lecture's settings are the library's.
+        let lecture = TrainingConfig::new();
         BenchConfig {
             models: ModelKind::ALL.to_vec(),
-            batch_size: 100,
-            hidden_size: 600,
-            learning_rate: 0.001,
+            batch_size: lecture.batch_size,
+            hidden_size: lecture.hidden_size,
+            learning_rate: lecture.learning_rate,
             warmup_steps: 20,
             steps: None,
             eval_steps: None,
             runs: 5,
-            seed: 42,
+            seed: lecture.seed,
             peak_gflops: None,
         }
     }

@@ -1,7 +1,7 @@
 #![warn(missing_docs)]
 //! # mnist_lab_cli
 //!
-//! The tools around [mnist_lab]'s lesson: the `mnist-lab` program (`src/main.rs`: the
+//! The tools around [mnist_lab]'s lesson: the `mnist-lab` program (`src/bin/mnist-lab/`: the
 //! lecture headless, `train`, `evaluate`, `plot`, `bench`) and what it runs on:
 //!
 //! - [`models`]: the lecture's four models as one type ([`ModelKind`](models::ModelKind)

@@ -75,12 +75,10 @@ impl ModelKind {
     ) -> LectureModel {
         let (h, c) = (hidden_size, num_classes);
         match self {
-            ModelKind::Fc => LectureModel::Fc(FcNetConfig::new(input_size, h, c).init(device)),
-            ModelKind::FcRelu => {
-                LectureModel::FcRelu(FcReluNetConfig::new(input_size, h, c).init(device))
-            }
-            ModelKind::Conv => LectureModel::Conv(ConvNetConfig::new(h, c).init(device)),
-            ModelKind::Conv2 => LectureModel::Conv2(Conv2NetConfig::new(h, c).init(device)),
+            ModelKind::Fc => LectureModel::Fc(FcNet::new(input_size, h, c, device)),
+            ModelKind::FcRelu => LectureModel::FcRelu(FcReluNet::new(input_size, h, c, device)),
+            ModelKind::Conv => LectureModel::Conv(ConvNet::new(h, c, device)),
+            ModelKind::Conv2 => LectureModel::Conv2(Conv2Net::new(h, c, device)),
         }
     }
 

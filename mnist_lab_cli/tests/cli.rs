@@ -346,7 +346,7 @@ fn evaluate_a_saved_model_gives_the_training_runs_accuracy() {
     // A notebook's file (weights alone): --model is needed, and says so.
     let device = mnist_lab::device::cpu();
     let weights = dir.path().join("notebook.bpk");
-    let notebook_model = mnist_lab::models::ConvNetConfig::new(16, 10).init(&device);
+    let notebook_model = mnist_lab::models::ConvNet::new(16, 10, &device);
     mnist_lab::save::save(&notebook_model, &weights).unwrap();
     let stderr = assert_clean_failure(&evaluate(&weights, &[]));
     assert!(stderr.contains("without its settings"), "{stderr}");

@@ -259,7 +259,7 @@ let data: Mnist = Mnist::load()?;
 println!("data: {} training images", data.train.len());"""
     ok(kernel.run(setup), setup)
     code = """mnist_lab::train::seed(&device, config.seed);
-let model: mnist_lab::models::ConvNet = ConvNetConfig::new(config.hidden_size, config.num_classes).init(&device);
+let model = mnist_lab::models::ConvNet::new(config.hidden_size, config.num_classes, &device);
 let (model, report): (mnist_lab::models::ConvNet, TrainingReport) = train(model, &data, &config, &device)?;
 println!("the cell went on after train");"""
     stop_file = kernel.slot / "stop"

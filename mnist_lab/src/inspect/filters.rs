@@ -437,10 +437,11 @@ impl Paint for Prediction {
 /// result shows as the digit next to a bar chart of them.
 ///
 /// ```
+/// use mnist_lab::models::FcNet;
 /// use mnist_lab::prelude::*;
 ///
 /// let device = mnist_lab::device::cpu();
-/// let model = FcNetConfig::new(784, 32, 10).init(&device);
+/// let model = FcNet::new(784, 32, 10, &device);
 /// let data = Mnist::synthetic(10, 10, 1);
 /// let prediction = predict(&model, data.test.image(0)).unwrap();
 /// let total: f32 = prediction.probabilities.iter().sum();

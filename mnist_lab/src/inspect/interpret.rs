@@ -8,13 +8,13 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use burn::tensor::Tensor;
 
-use crate::data::{MnistBatch, Split};
+use crate::data::Split;
 use crate::device::read;
 use crate::live::StopSignal;
 use crate::models::Classifier;
 use crate::nn::fused::on_pool;
 use crate::plot::{Chart, DigitGrid, Paint, plot_error};
-use crate::train::{ReleaseOnReturn, loader, thousands, tune_allocator};
+use crate::train::{ReleaseOnReturn, loader, score_batches, thousands, tune_allocator};
 use crate::{Error, Result};
 
 /// Images per batch of the pass (as [`evaluate`](crate::train::evaluate) with the lecture's
@@ -25,8 +25,8 @@ const BATCH_SIZE: usize = 100;
 /// in the manner of fastai's `ClassificationInterpretation`.
 ///
 /// [`Interpretation::new`] runs the model once over the split, in batches, without
-/// gradients (as [`evaluate`](crate::train::evaluate) does); everything else reads from
-/// that pass.
+/// gradients, through the loop [`evaluate`](crate::train::evaluate) uses; everything else
+/// reads from that pass.
 ///
 /// ```
 /// use mnist_lab::prelude::*;
@@ -117,31 +117,26 @@ impl Interpretation {
         let model = model.valid().fork(device);
         let stop = StopSignal::new();
         let logits = on_pool(move || -> Result<Vec<f32>> {
-            let batches = loader(split, BATCH_SIZE, None, device);
+            let loader = loader(split, BATCH_SIZE, None, device);
+            let batches = loader
+                .iter()
+                .map(|batch| batch.map_err(|e| Error::data_loader("a test batch", e)));
             let mut logits = Vec::with_capacity(split.len() * 10);
             // The scores stay on the device and come back READ_BATCHES batches at a time: on
             // a GPU the CPU waits for it at those reads only.
             let mut waiting = Vec::with_capacity(READ_BATCHES);
-            let (mut images, mut stopped) = (0, false);
-            for batch in batches.iter() {
-                if stop.requested() {
-                    stopped = true;
-                    break;
-                }
-                let batch: MnistBatch = batch.map_err(|e| Error::data_loader("a test batch", e))?;
-                images += batch.targets.dims()[0];
-                waiting.push(model.forward(batch.images));
+            score_batches(&model, batches, |scores, _, images| {
+                waiting.push(scores);
                 if waiting.len() == READ_BATCHES {
                     read_scores(&mut waiting, &mut logits)?;
                 }
-            }
+                Ok(!stop.requested_after(
+                    images,
+                    split.len(),
+                    "images: the interpretation is of those",
+                ))
+            })?;
             read_scores(&mut waiting, &mut logits)?;
-            if stopped {
-                println!(
-                    "Stopped after {images} of the {} images: the interpretation is of those",
-                    split.len()
-                );
-            }
             Ok(logits)
         })?;
         let rows: Vec<[f32; 10]> = logits

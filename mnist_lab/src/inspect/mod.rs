@@ -14,10 +14,11 @@
 //! - [`predict`]: the ten probabilities the model gives one digit.
 //!
 //! ```
+//! use mnist_lab::models::Conv2Net;
 //! use mnist_lab::prelude::*;
 //!
 //! let device = mnist_lab::device::cpu();
-//! let model = Conv2NetConfig::new(600, 10).init(&device);
+//! let model = Conv2Net::new(600, 10, &device);
 //! let table = summary(&model).unwrap();
 //! println!("{table}");
 //! assert_eq!(table.row("conv2").unwrap().output, vec![55, 21, 21]);

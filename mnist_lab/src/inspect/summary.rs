@@ -202,10 +202,11 @@ fn escape(text: &str) -> String {
 /// [`train`](crate::train::train)'s check gives ([`crate::Error::ModelShape`]).
 ///
 /// ```
+/// use mnist_lab::models::ConvNet;
 /// use mnist_lab::prelude::*;
 ///
 /// let device = mnist_lab::device::cpu();
-/// let table = summary(&ConvNetConfig::new(600, 10).init(&device)).unwrap();
+/// let table = summary(&ConvNet::new(600, 10, &device)).unwrap();
 /// let conv1 = table.row("conv1").unwrap();
 /// assert_eq!((conv1.shape_text(), conv1.values()), ("10 x 22 x 22".to_string(), 4840));
 /// ```
