@@ -274,7 +274,8 @@ fn unreadable_file_is_an_io_error() {
 
 #[test]
 fn batcher_builds_scaled_tensors() {
-    let device = Default::default();
+    // The CPU: Burn's default device in a wgpu build is the GPU's.
+    let device = mnist_lab::device::cpu();
     let mut white = MnistItem {
         image: [255; IMAGE_PIXELS],
         label: 9,

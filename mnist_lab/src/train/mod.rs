@@ -19,6 +19,11 @@
 //! In the project's notebook kernel, training also shows a progress bar and the loss chart
 //! that update in place, and the stop button ends a run early and keeps the model: see
 //! [`crate::live`].
+//!
+//! The parts: the settings ([`TrainingConfig`]), the step and the loop around it
+//! ([`sgd_step`], [`TrainingBatches`], [`Trainer`]), the evaluation ([`evaluate`],
+//! [`count_correct_in`]) and the allocator's settings ([`tune_allocator`]), each in a file of
+//! its own; this file holds [`train`], which puts them together with the live display.
 
 mod config;
 mod evaluate;
