@@ -7,8 +7,9 @@
 //! The notebooks keep the code the lecture teaches (hyper-parameters, the model structs and
 //! their `forward`); this crate holds the plumbing, in two layers:
 //!
-//! - **the lesson API**, what a notebook meets (all of it in the [prelude]): the MNIST [data]
-//!   pipeline, the lecture's four [models], the [device] choice, the [train]ing loop and
+//! - **the lesson API**, what a notebook meets (its building blocks in the [prelude]; the
+//!   lecture's four [models] by path, as the notebooks define their own): the MNIST [data]
+//!   pipeline, the [device] choice, the [train]ing loop and
 //!   evaluation with its [report], the loss [plot]s, a look [inspect]ing a model (its layers,
 //!   filters and mistakes), [save]d models, the building blocks of [nn] (the layers and the
 //!   [`Classifier`](nn::Classifier) trait), the [live] display and [check]s around them, and
@@ -57,7 +58,9 @@ pub mod train;
 
 pub use error::{Error, Result};
 
-/// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`.
+/// The names a notebook wants in scope, in one `use mnist_lab::prelude::*;`: the building
+/// blocks (data, layers, training, plots), not the lecture's models, which a notebook defines
+/// itself (the crate's copies are `mnist_lab::models::FcNet` and so on).
 pub mod prelude {
     pub use crate::data::{Mnist, MnistBatch};
     pub use crate::device::{Device, DeviceChoice, pick_device};
